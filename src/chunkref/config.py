@@ -44,6 +44,14 @@ DEFAULTS: dict[str, Any] = {
     # Retries of transient remote failures, and the first backoff in seconds.
     "io.retries": 3,
     "io.retry_backoff": 0.2,
+    # Seconds one batched remote read may take before it counts as a (transient) timeout.
+    "io.timeout": 120.0,
+    # Untrusted manifest input limits: JSON size in bytes, nesting depth of metadata documents,
+    # references per manifest (incl. kerchunk `gen` expansion), chunks per array table.
+    "manifest.max_json_bytes": 2 << 30,
+    "manifest.max_json_depth": 64,
+    "manifest.max_refs": 100_000_000,
+    "manifest.max_table_chunks": 100_000_000,
     # Hash function for content ids.
     "hash.function": "sha2-256",
     # Indentation of JSON metadata documents written by the engine.
