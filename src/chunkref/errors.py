@@ -120,6 +120,14 @@ class BoundsCheckError(ChunkrefError, IndexError):
     """A selection is out of the array's bounds."""
 
 
+class InvalidSelectionError(ChunkrefError, IndexError):
+    """A selection is malformed (index type, too many indices, array shapes that do not broadcast)."""
+
+
+class SelectionTypeError(InvalidSelectionError, TypeError):
+    """A selection part has a type numpy rejects with ``TypeError`` (e.g. float slice bounds)."""
+
+
 # --- permissions -----------------------------------------------------------------------------
 
 
