@@ -1,0 +1,1 @@
+"""The ``chunkref`` command line."""

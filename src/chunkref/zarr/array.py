@@ -1,0 +1,568 @@
+"""Zarr arrays: numpy indexing over chunked storage, v2 and v3, regular and rectilinear grids.
+
+An :class:`Array` is a light, picklable handle: a store, a path, immutable metadata and a few
+runtime settings.  Every read or write call plans its chunk requests with
+:mod:`chunkref.zarr.indexing` and executes them in one batch through :mod:`chunkref.zarr.chunkio`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chunkref.config import config as global_config
+from chunkref.errors import InvalidArgumentError, ReadOnlyError, UnsupportedFeatureError
+from chunkref.storage.base import Store
+from chunkref.zarr import chunkio, indexing
+from chunkref.zarr.attributes import Attributes
+from chunkref.zarr.codecs.base import ChunkSpec
+from chunkref.zarr.grid import ChunkGrid
+from chunkref.zarr.nodes import node_prefix, write_array_metadata
+
+#: Runtime settings an array accepts in ``config=``; unset ones follow ``chunkref.config``.
+ARRAY_SETTINGS = ("order", "write_empty_chunks", "read_missing_chunks")
+
+
+def resolve_array_config(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate user ``config=`` settings for an array (unknown names are an error)."""
+    settings = dict(settings or {})
+    unknown = set(settings) - set(ARRAY_SETTINGS)
+    if unknown:
+        raise InvalidArgumentError(f"unknown array config setting(s) {sorted(unknown)}; known: {ARRAY_SETTINGS}")
+    if "order" in settings and settings["order"] not in ("C", "F"):
+        raise InvalidArgumentError(f"array order must be 'C' or 'F', got {settings['order']!r}")
+    return settings
+
+
+class Array:
+    """A Zarr array (v2 or v3) in a store.
+
+    Use :func:`chunkref.open_array`, :func:`chunkref.create_array` or a :class:`Group` to get one.
+    Indexing follows numpy: ``a[...]`` (basic, and boolean masks), ``a.oindex[...]``
+    (orthogonal), ``a.vindex[...]`` (coordinates), ``a.blocks[...]`` (chunk units); ``a.lazy[...]``
+    gives a view that reads nothing until converted with ``np.asarray``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        path: str,
+        metadata: Any,
+        *,
+        read_only: bool | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._store = store
+        self._path = path.strip("/")
+        self._metadata = metadata
+        self._read_only = store.read_only if read_only is None else (read_only or store.read_only)
+        self._config = resolve_array_config(config)
+
+    # -- pickling: only plain state ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "store": self._store,
+            "path": self._path,
+            "metadata": self._metadata,
+            "read_only": self._read_only,
+            "config": self._config,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["store"], state["path"], state["metadata"], read_only=state["read_only"], config=state["config"]
+        )
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def path(self) -> str:
+        """Path of the array inside its store (``""`` for a root array)."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """Absolute name in the hierarchy, e.g. ``/group/array``."""
+        return "/" + self._path
+
+    @property
+    def basename(self) -> str:
+        return self._path.rsplit("/", 1)[-1]
+
+    @property
+    def metadata(self) -> Any:
+        return self._metadata
+
+    @property
+    def zarr_format(self) -> int:
+        return self._metadata.zarr_format
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._metadata.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._metadata.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the array's data in memory (object dtypes count their pointers)."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def fill_value(self) -> Any:
+        return self._metadata.fill_value
+
+    @property
+    def chunk_grid(self) -> ChunkGrid:
+        return self._metadata.chunk_grid
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape (for sharded arrays the inner chunk shape), regular grids only.
+
+        Rectilinear arrays have no single chunk shape: use :attr:`chunk_sizes`.
+        """
+        inner = self._inner_chunk_shape()
+        if inner is not None:
+            return inner
+        grid = self.chunk_grid
+        if not grid.is_regular:
+            raise UnsupportedFeatureError(
+                f"array {self.name!r} has a rectilinear chunk grid (variable chunk sizes); "
+                "use .chunk_sizes for its per-axis edge lengths"
+            )
+        return grid.chunk_shape  # type: ignore[attr-defined]
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """The shard shape of a sharded array (regular outer grid), else None."""
+        if self._inner_chunk_shape() is None:
+            return None
+        grid = self.chunk_grid
+        if not grid.is_regular:
+            raise UnsupportedFeatureError(
+                f"array {self.name!r} has a rectilinear shard grid; use .chunk_sizes for its shard edges"
+            )
+        return grid.chunk_shape  # type: ignore[attr-defined]
+
+    @property
+    def chunk_sizes(self) -> tuple[tuple[int, ...], ...]:
+        """Per axis, the length of each chunk (shard, when sharded) inside the array.
+
+        Works for regular and rectilinear grids and sums to :attr:`shape`; it is the form dask
+        expects: ``dask.array.from_array(a, chunks=a.chunk_sizes)``.
+        """
+        return self.chunk_grid.chunk_sizes
+
+    @property
+    def nchunks(self) -> int:
+        """Number of chunks (shards, when sharded) in the grid."""
+        return self.chunk_grid.nchunks
+
+    @property
+    def nchunks_initialized(self) -> int:
+        """Number of chunks (shards) actually stored (lists the array's keys)."""
+        prefix = node_prefix(self._path)
+        meta_names = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+        n = 0
+        for key in self._store.list_prefix(prefix):
+            rest = key[len(prefix) :]
+            if rest not in meta_names:
+                n += 1
+        return n
+
+    @property
+    def attrs(self) -> Attributes:
+        """User attributes; assignments are written to the store at once."""
+        return Attributes(self._metadata.attributes, self._set_attributes, read_only=self.read_only)
+
+    @property
+    def dimension_names(self) -> tuple[str | None, ...] | None:
+        return self._metadata.dimension_names
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Effective runtime settings (explicit ones, then ``chunkref.config`` defaults)."""
+        return {k: self._setting(k) for k in ARRAY_SETTINGS}
+
+    @property
+    def order(self) -> str:
+        return self._setting("order")
+
+    @property
+    def write_empty_chunks(self) -> bool:
+        return bool(self._setting("write_empty_chunks"))
+
+    @property
+    def codec_pipeline(self) -> Any:
+        return self._metadata.codec_pipeline
+
+    @property
+    def compressors(self) -> tuple[Any, ...]:
+        return tuple(self.codec_pipeline.bytes_bytes_codecs)
+
+    @property
+    def filters(self) -> tuple[Any, ...]:
+        return tuple(self.codec_pipeline.array_array_codecs)
+
+    @property
+    def serializer(self) -> Any:
+        return self.codec_pipeline.array_bytes_codec
+
+    def with_config(self, config: Mapping[str, Any]) -> Array:
+        """The same array with other runtime settings (``write_empty_chunks``, ...)."""
+        merged = {**self._config, **resolve_array_config(config)}
+        return Array(self._store, self._path, self._metadata, read_only=self._read_only, config=merged)
+
+    def _setting(self, name: str) -> Any:
+        if name in self._config:
+            return self._config[name]
+        return global_config.get(f"array.{name}")
+
+    def _inner_chunk_shape(self) -> tuple[int, ...] | None:
+        codec = self.codec_pipeline.array_bytes_codec
+        inner = getattr(codec, "chunk_shape", None) if getattr(codec, "name", "") == "sharding_indexed" else None
+        return tuple(inner) if inner is not None else None
+
+    # -- representation ------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<chunkref.Array {self.name!r} shape={self.shape} dtype={self.dtype}{' read-only' if self.read_only else ''}>"
+
+    @property
+    def info(self) -> ArrayInfo:
+        """A summary of the array (type, format, dtype, shape, chunking, codecs)."""
+        grid = self.chunk_grid
+        inner = self._inner_chunk_shape()
+        if grid.is_regular:
+            outer = str(grid.chunk_shape)  # type: ignore[attr-defined]
+        else:
+            outer = "rectilinear " + str(tuple(len(s) for s in grid.chunk_sizes)) + " chunks"
+        return ArrayInfo(
+            name=self.name,
+            zarr_format=self.zarr_format,
+            dtype=str(self.dtype),
+            fill_value=self.fill_value,
+            shape=self.shape,
+            chunk_shape=str(inner) if inner is not None else outer,
+            shard_shape=outer if inner is not None else None,
+            order=self.order,
+            read_only=self.read_only,
+            store_type=type(self._store).__name__,
+            filters=tuple(repr(c) for c in self.filters),
+            serializer=repr(self.serializer),
+            compressors=tuple(repr(c) for c in self.compressors),
+            nbytes=self.nbytes,
+        )
+
+    # -- numpy protocol ------------------------------------------------------------------------
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        # Read one chunk-row at a time rather than one element at a time.
+        offsets = self.chunk_grid.offsets[0]
+        for k in range(len(offsets) - 1):
+            block = self[int(offsets[k]) : int(min(offsets[k + 1], self.shape[0]))]
+            yield from block
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __getitem__(self, selection: Any) -> Any:
+        kind = indexing.selection_kind(selection, self.shape)
+        return self._get(selection, kind)
+
+    def get_basic_selection(self, selection: Any = Ellipsis) -> Any:
+        return self._get(selection, "basic")
+
+    def get_orthogonal_selection(self, selection: Any) -> Any:
+        return self._get(selection, "orthogonal")
+
+    def get_coordinate_selection(self, selection: Any) -> Any:
+        return self._get(selection, "vindex")
+
+    def get_mask_selection(self, mask: Any) -> Any:
+        return self._get(mask, "vindex")
+
+    def get_block_selection(self, selection: Any) -> Any:
+        return self._get(selection, "blocks")
+
+    @property
+    def oindex(self) -> _Indexed:
+        """Orthogonal (outer) indexing: per-axis int arrays, masks, slices."""
+        return _Indexed(self, "orthogonal")
+
+    @property
+    def vindex(self) -> _Indexed:
+        """Vectorised (coordinate / point) indexing and full boolean masks."""
+        return _Indexed(self, "vindex")
+
+    @property
+    def blocks(self) -> _Indexed:
+        """Selection in units of chunks (shards, when sharded)."""
+        return _Indexed(self, "blocks")
+
+    @property
+    def lazy(self) -> _LazyIndexer:
+        """``a.lazy[sel]`` gives a :class:`LazyArray` view; nothing is read until it is used."""
+        from chunkref.zarr.lazy import LazyArray
+
+        return _LazyIndexer(LazyArray, self)
+
+    def _io_options(self) -> chunkio.IOOptions:
+        return chunkio.IOOptions(
+            array_path=self.name,
+            write_empty_chunks=bool(self._setting("write_empty_chunks")),
+            read_missing_chunks=bool(self._setting("read_missing_chunks")),
+            coalesce_max_gap=int(global_config.get("array.coalesce_max_gap_bytes")),
+            coalesce_max_bytes=int(global_config.get("array.coalesce_max_bytes")),
+        )
+
+    def _requests(self, indexer: Any) -> list[chunkio.ChunkRequest]:
+        meta = self._metadata
+        grid = self.chunk_grid
+        prefix = node_prefix(self._path)
+        fill = self._fill_for_io()
+        dtype = self.dtype
+        regular_spec = ChunkSpec(grid.chunk_shape, dtype, fill) if grid.is_regular else None  # type: ignore[attr-defined]
+        requests = []
+        for p in indexer:
+            spec = regular_spec or ChunkSpec(grid.chunk_shape_at(p.coords), dtype, fill)
+            requests.append(
+                chunkio.ChunkRequest(
+                    prefix + meta.chunk_key(p.coords), p.coords, spec, p.chunk_selection, p.out_selection, p.is_complete
+                )
+            )
+        return requests
+
+    def _fill_for_io(self) -> Any:
+        fill = self.fill_value
+        if fill is None:  # v2 null: undefined content, read as zeros / empty as zarr-python does
+            return np.zeros((), dtype=self.dtype)[()] if not self.dtype.hasobject else ""
+        return fill
+
+    def _get(self, selection: Any, kind: str) -> Any:
+        indexer = indexing.make_indexer(selection, self.chunk_grid, kind)
+        out = np.empty(indexer.buffer_shape, dtype=self.dtype, order=self.order)
+        if out.size:
+            chunkio.read_chunks(self._store, self.codec_pipeline, self._requests(indexer), out, self._io_options())
+        if indexer.buffer_shape != indexer.shape:
+            out = out.reshape(indexer.shape, order=self.order)
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        kind = indexing.selection_kind(selection, self.shape)
+        self._set(selection, value, kind)
+
+    def set_basic_selection(self, selection: Any, value: Any) -> None:
+        self._set(selection, value, "basic")
+
+    def set_orthogonal_selection(self, selection: Any, value: Any) -> None:
+        self._set(selection, value, "orthogonal")
+
+    def set_coordinate_selection(self, selection: Any, value: Any) -> None:
+        self._set(selection, value, "vindex")
+
+    def set_mask_selection(self, mask: Any, value: Any) -> None:
+        self._set(mask, value, "vindex")
+
+    def set_block_selection(self, selection: Any, value: Any) -> None:
+        self._set(selection, value, "blocks")
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"array {self.name!r} is read-only")
+
+    def _set(self, selection: Any, value: Any, kind: str) -> None:
+        self._check_writable()
+        indexer = indexing.make_indexer(selection, self.chunk_grid, kind)
+        if math.prod(indexer.shape) == 0:
+            return
+        value = self._prepare_value(value, indexer)
+        chunkio.write_chunks(self._store, self.codec_pipeline, self._requests(indexer), value, self._io_options())
+
+    def _prepare_value(self, value: Any, indexer: Any) -> np.ndarray:
+        dtype = self.dtype
+        if dtype.hasobject:
+            arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value.astype(object)
+        else:
+            try:
+                arr = np.asarray(value, dtype=dtype)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgumentError(f"cannot write {type(value).__name__} into array {self.name!r} of dtype {dtype}: {exc}") from exc
+        try:
+            arr = np.broadcast_to(arr, indexer.shape)
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                f"value of shape {arr.shape} cannot be broadcast to selection shape {indexer.shape} of array {self.name!r}"
+            ) from exc
+        if indexer.buffer_shape != indexer.shape:
+            arr = arr.reshape(indexer.buffer_shape)
+        return arr
+
+    # -- resizing ------------------------------------------------------------------------------
+
+    def _set_metadata(self, metadata: Any) -> None:
+        write_array_metadata(self._store, self._path, metadata)
+        self._metadata = metadata
+
+    def _set_attributes(self, attributes: dict[str, Any]) -> None:
+        self._check_writable()
+        self._set_metadata(self._metadata.evolve(attributes=attributes))
+
+    def update_attributes(self, new: Mapping[str, Any]) -> Attributes:
+        """Merge ``new`` into the attributes and write them once."""
+        self._set_attributes({**self._metadata.attributes, **dict(new)})
+        return self.attrs
+
+    def resize(self, *shape: Any) -> None:
+        """Change the shape; chunks that fall entirely outside the new shape are deleted.
+
+        Chunks that only partly leave the array keep their stored bytes; the part outside is
+        never read, and is overwritten with the fill value if the array grows again and the
+        chunk is rewritten.
+        """
+        self._check_writable()
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        new_shape = tuple(int(s) for s in shape)
+        if len(new_shape) != self.ndim:
+            raise InvalidArgumentError(f"resize of {self.name!r}: new shape {new_shape} must have {self.ndim} dimensions")
+        if any(s < 0 for s in new_shape):
+            raise InvalidArgumentError(f"resize of {self.name!r}: new shape {new_shape} must not be negative")
+        old_grid = self.chunk_grid
+        new_meta = self._metadata.evolve(shape=new_shape)
+        new_grid = new_meta.chunk_grid
+        doomed = indexing.chunks_outside(old_grid, new_grid)
+        if len(doomed):
+            prefix = node_prefix(self._path)
+            self._store.delete_many([prefix + self._metadata.chunk_key(tuple(int(c) for c in row)) for row in doomed])
+        self._set_metadata(new_meta)
+
+    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Grow the array along ``axis`` and write ``data`` into the new region; returns the new shape."""
+        self._check_writable()
+        data = np.asarray(data, dtype=self.dtype)
+        if data.ndim != self.ndim:
+            raise InvalidArgumentError(f"append to {self.name!r}: data has {data.ndim} dimensions, array has {self.ndim}")
+        axis = axis % self.ndim
+        for a, (n, m) in enumerate(zip(self.shape, data.shape)):
+            if a != axis and n != m:
+                raise InvalidArgumentError(
+                    f"append to {self.name!r}: data shape {data.shape} does not match array shape {self.shape} "
+                    f"outside axis {axis}"
+                )
+        old = self.shape[axis]
+        new_shape = list(self.shape)
+        new_shape[axis] = old + data.shape[axis]
+        self.resize(tuple(new_shape))
+        region = tuple(slice(old, None) if a == axis else slice(None) for a in range(self.ndim))
+        self[region] = data
+        return self.shape
+
+
+class _Indexed:
+    """``a.oindex`` / ``a.vindex`` / ``a.blocks``: the same array with another indexing kind."""
+
+    __slots__ = ("_array", "_kind")
+
+    def __init__(self, array: Array, kind: str) -> None:
+        self._array = array
+        self._kind = kind
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._array._get(selection, self._kind)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._array._set(selection, value, self._kind)
+
+
+class _LazyIndexer:
+    __slots__ = ("_cls", "_array")
+
+    def __init__(self, cls: Any, array: Array) -> None:
+        self._cls = cls
+        self._array = array
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._cls(self._array)[selection]
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """What :attr:`Array.info` reports."""
+
+    name: str
+    zarr_format: int
+    dtype: str
+    fill_value: Any
+    shape: tuple[int, ...]
+    chunk_shape: str
+    shard_shape: str | None
+    order: str
+    read_only: bool
+    store_type: str
+    filters: tuple[str, ...]
+    serializer: str
+    compressors: tuple[str, ...]
+    nbytes: int
+
+    def __str__(self) -> str:
+        rows = [
+            ("Type", "Array"),
+            ("Name", self.name),
+            ("Zarr format", self.zarr_format),
+            ("Data type", self.dtype),
+            ("Fill value", self.fill_value),
+            ("Shape", self.shape),
+        ]
+        if self.shard_shape is not None:
+            rows.append(("Shard shape", self.shard_shape))
+        rows += [
+            ("Chunk shape", self.chunk_shape),
+            ("Order", self.order),
+            ("Read-only", self.read_only),
+            ("Store type", self.store_type),
+            ("Filters", self.filters),
+            ("Serializer", self.serializer),
+            ("Compressors", self.compressors),
+            ("No. bytes", self.nbytes),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
+
+    __repr__ = __str__

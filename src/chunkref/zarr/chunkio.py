@@ -1,0 +1,190 @@
+"""Batched chunk I/O: the one place the engine reads and writes chunks.
+
+A read or write call on an :class:`~chunkref.zarr.array.Array` turns its selection into a list of
+per-chunk requests and hands the whole list here.  We then
+
+1. fetch every stored chunk the call needs with **one** ``Store.get_many`` (the store merges and
+   parallelises the requests),
+2. decode and copy into the output in the shared thread pool, a batch of chunks per task
+   (numcodecs and numpy copies release the GIL),
+3. for writes, encode everything *before* touching the store, then issue one ``set_many`` and one
+   ``delete_many``, so a failing encode leaves nothing half-written.
+
+Codecs that can do partial I/O themselves (sharding) receive the whole request list through
+``read_partial_many`` / ``write_partial_many`` so that they can batch their index and inner-chunk
+reads across all chunks of the call as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chunkref._threads import map_batched
+from chunkref.errors import ChunkDecodeError, ChunkNotFoundError, ChunkrefError, CodecError
+from chunkref.storage.base import Store
+from chunkref.zarr.codecs.base import ChunkSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequest:
+    """One chunk touched by a read or write call.
+
+    ``chunk[chunk_selection]`` corresponds to ``buffer[out_selection]``, where ``buffer`` is the
+    output of a read or the (broadcast) value of a write.
+    """
+
+    key: str
+    coords: tuple[int, ...]
+    spec: ChunkSpec
+    chunk_selection: Any
+    out_selection: Any
+    is_complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IOOptions:
+    """Runtime settings of one call (never persisted)."""
+
+    array_path: str
+    write_empty_chunks: bool
+    read_missing_chunks: bool
+    coalesce_max_gap: int
+    coalesce_max_bytes: int
+
+
+def read_chunks(
+    store: Store,
+    pipeline: Any,
+    requests: Sequence[ChunkRequest],
+    out: np.ndarray,
+    options: IOOptions,
+) -> None:
+    """Fill ``out`` with the values of every request (missing chunks give the fill value)."""
+    if not requests:
+        return
+    partial = getattr(pipeline, "partial_codec", None)
+    if partial is not None:
+        partial.read_partial_many(store, requests, out, options)
+        return
+    blobs = store.get_many([(r.key, None) for r in requests])
+
+    def work(batch: list[tuple[ChunkRequest, bytes | None]]) -> None:
+        for req, data in batch:
+            if data is None:
+                if not options.read_missing_chunks:
+                    raise ChunkNotFoundError(
+                        f"chunk {req.key!r} of array {options.array_path!r} is missing "
+                        "(array.read_missing_chunks is False)"
+                    )
+                out[req.out_selection] = req.spec.fill_value
+                continue
+            chunk = decode_chunk(pipeline, data, req)
+            out[req.out_selection] = chunk[req.chunk_selection]
+
+    map_batched(work, list(zip(requests, blobs)))
+
+
+def decode_chunk(pipeline: Any, data: bytes, req: ChunkRequest) -> np.ndarray:
+    """Decode one stored chunk, naming its key in any error."""
+    try:
+        return pipeline.decode(data, req.spec)
+    except ChunkrefError as exc:
+        if req.key in str(exc):
+            raise
+        raise type(exc)(f"chunk {req.key!r}: {exc}") from exc
+    except Exception as exc:  # codec libraries raise anything (RuntimeError, zlib.error, ...)
+        raise ChunkDecodeError(f"chunk {req.key!r} could not be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def is_fill(chunk: np.ndarray, fill_value: Any) -> bool:
+    """Whether every element of ``chunk`` equals the fill value, bit for bit.
+
+    Comparing raw bits treats NaN == NaN and tells -0.0 from 0.0 (as zarr-python does); for
+    fixed-size dtypes it runs as an unsigned-integer comparison, numpy's fastest path.
+    """
+    if chunk.dtype.hasobject:
+        flat = chunk.ravel()
+        return all(x == fill_value for x in flat)
+    fill = np.asarray(fill_value, dtype=chunk.dtype)
+    itemsize = chunk.dtype.itemsize
+    uint = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(itemsize)
+    c = np.ascontiguousarray(chunk)
+    if uint is not None and not chunk.dtype.fields:
+        return bool((c.view(uint) == fill.view(uint)).all())
+    return c.tobytes() == fill.tobytes() * c.size
+
+
+def write_chunks(
+    store: Store,
+    pipeline: Any,
+    requests: Sequence[ChunkRequest],
+    value: np.ndarray,
+    options: IOOptions,
+) -> None:
+    """Write ``value[out_selection]`` into every requested chunk."""
+    if not requests:
+        return
+    partial = getattr(pipeline, "partial_codec", None)
+    if partial is not None:
+        partial.write_partial_many(store, requests, value, options)
+        return
+    # Chunks only partly covered need their current content: fetch all of them in one batch.
+    incomplete = [r for r in requests if not r.is_complete]
+    existing: dict[str, bytes | None] = {}
+    if incomplete:
+        blobs = store.get_many([(r.key, None) for r in incomplete])
+        existing = {r.key: b for r, b in zip(incomplete, blobs)}
+
+    def work(batch: list[ChunkRequest]) -> list[tuple[str, bytes | None]]:
+        results: list[tuple[str, bytes | None]] = []
+        for req in batch:
+            chunk = new_chunk_content(pipeline, req, value, existing.get(req.key))
+            if not options.write_empty_chunks and is_fill(chunk, req.spec.fill_value):
+                results.append((req.key, None))
+                continue
+            try:
+                encoded = pipeline.encode(chunk, req.spec)
+            except ChunkrefError:
+                raise
+            except Exception as exc:
+                raise CodecError(f"chunk {req.key!r} could not be encoded: {type(exc).__name__}: {exc}") from exc
+            results.append((req.key, encoded))
+        return results
+
+    results = [item for part in map_batched(work, list(requests)) for item in part]
+    to_set = [(k, v) for k, v in results if v is not None]
+    to_delete = [k for k, v in results if v is None]
+    if to_set:
+        store.set_many(to_set)
+    if to_delete:
+        store.delete_many(to_delete)
+
+
+def new_chunk_content(pipeline: Any, req: ChunkRequest, value: np.ndarray, old: bytes | None) -> np.ndarray:
+    """The full (declared-shape) content of a chunk after writing ``value`` into it."""
+    spec = req.spec
+    if req.is_complete or old is None:
+        chunk = np.empty(spec.shape, dtype=spec.dtype)
+        if not req.is_complete or _overhangs(req):
+            chunk[...] = spec.fill_value
+    else:
+        chunk = np.array(decode_chunk(pipeline, old, req), copy=True)
+        if not chunk.flags.writeable:
+            chunk = chunk.copy()
+    chunk[req.chunk_selection] = value[req.out_selection]
+    return chunk
+
+
+def _overhangs(req: ChunkRequest) -> bool:
+    """Whether a complete write leaves part of the declared chunk (past the array edge) unset."""
+    sel = req.chunk_selection
+    if not isinstance(sel, tuple):
+        return True
+    for s, n in zip(sel, req.spec.shape):
+        if not (isinstance(s, slice) and (s.start or 0) == 0 and (s.stop is None or s.stop >= n) and (s.step in (None, 1))):
+            return True
+    return False
