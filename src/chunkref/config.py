@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "array.shard_index_cache_size": 4096,
     # Threads used to decode / encode chunks (None: os.cpu_count()).
     "threading.max_workers": None,
+    # Most bytes one codec may inflate a chunk to (decompression-bomb guard; chunk shapes come
+    # from metadata, which may be hostile too).
+    "codec.max_decoded_bytes": 1 << 31,
+    # Allow the numcodecs "pickle" object codec, which runs arbitrary code on decode.
+    "codec.allow_pickle": False,
     # Concurrent requests a store issues for one batch.
     "io.concurrency": 32,
     # Retries of transient remote failures, and the first backoff in seconds.
