@@ -158,4 +158,8 @@ class SourceUnavailableError(StoreError):
     """A referenced source cannot be read (missing, unauthorized, unreachable)."""
 
 
+class AccessDeniedError(SourceUnavailableError, PermissionError):
+    """The storage backend refused access (HTTP 401/403, S3 AccessDenied, file permissions)."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]
