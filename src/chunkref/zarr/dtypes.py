@@ -712,6 +712,20 @@ def parse_fill_value(js: Any, dtype: Any, zarr_format: int, *, field: str = "fil
             return None
         raise MetadataError(f"{field} is required in v3 metadata and may not be null")
     kind = npdt.kind
+    if (
+        zarr_format == 2
+        and (kind in "SU" or dt.vlen in ("string", "bytes"))
+        and isinstance(js, (int, float))
+        and not isinstance(js, bool)
+    ):
+        # zarr-python 2 wrote numeric fills (usually 0) for string dtypes and read them through
+        # numpy's conversion, i.e. as the text "0"; zarr-python 3 reads them the same way.
+        text = np.array(js, dtype=npdt if kind in "SU" else "U")[()]
+        if dt.vlen == "string":
+            return str(text)
+        if dt.vlen == "bytes":
+            return str(text).encode("ascii")
+        return text
     if dt.vlen == "string":
         if not isinstance(js, str):
             raise _bad(field, js, dt, "expected a string")
