@@ -686,3 +686,29 @@ def test_real_fixture_details():
     assert node("zarrita.js-v2/data.zarr/1d.contiguous.json2.O").data_type.vlen == "object"
     grp = node("zarrita.js-v2/data.zarr")
     assert grp.attributes == {"answer": 42} and len(grp.consolidated.metadata) > 10
+
+
+# --- tensorstore ----------------------------------------------------------------------------
+
+
+def test_tensorstore_documents_parse_and_tensorstore_opens_ours(tmp_path):
+    ts = pytest.importorskip("tensorstore")
+    for driver, fmt in (("zarr3", 3), ("zarr", 2)):
+        path = tmp_path / driver
+        ts.open({"driver": driver, "kvstore": {"driver": "file", "path": str(path)}},
+                create=True, dtype=ts.float32, shape=[10, 7], chunk_layout=ts.ChunkLayout(chunk_shape=[4, 4])).result()
+        name = "zarr.json" if fmt == 3 else ".zarray"
+        doc = json_loads((path / name).read_bytes())
+        meta = parse_node({name: doc}, driver)
+        assert meta.shape == (10, 7) and meta.chunk_grid.chunk_shape == (4, 4) and meta.dtype == np.float32
+        assert meta.chunk_key((1, 1)) == ("c/1/1" if fmt == 3 else "1.1")
+        # Ours, with a big-endian dtype, opened by tensorstore.
+        ours = tmp_path / f"ours{fmt}"
+        ours.mkdir()
+        mine = make_array_metadata((10, 7), ">i2", (4, 4), fill_value=-5, zarr_format=fmt,
+                                   compressors="auto" if fmt == 3 else {"id": "zlib", "level": 1})
+        for k, v in mine.encode_documents().items():
+            (ours / k).write_bytes(v)
+        arr = ts.open({"driver": driver, "kvstore": {"driver": "file", "path": str(ours)}}).result()
+        assert arr.shape == (10, 7)
+        assert (arr.read().result() == -5).all()

@@ -126,7 +126,20 @@ def json_dumps(doc: Any, *, indent: int | None = None) -> bytes:
     :func:`_jsonable`); numpy scalars are converted; big integers stay exact."""
     if indent is None:
         indent = config.get("json_indent")
-    return json.dumps(_jsonable(doc), indent=indent, allow_nan=False).encode("ascii")
+    try:
+        # Fast path: documents are almost always plain JSON already.
+        text = json.dumps(doc, indent=indent, allow_nan=False, default=_json_default)
+    except ValueError:
+        # A non-finite float somewhere: rewrite it as its string spelling.
+        text = json.dumps(_jsonable(doc), indent=indent, allow_nan=False)
+    return text.encode("ascii")
+
+
+def _json_default(obj: Any) -> Any:
+    """``json.dumps`` hook for values it does not know (numpy scalars and arrays)."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return _jsonable(obj)
+    raise InvalidArgumentError(f"{type(obj).__name__} value {obj!r} cannot be written as JSON")
 
 
 def _max_depth(data: bytes) -> int:
@@ -313,6 +326,10 @@ class _ArrayBase:
         """Store key of chunk ``coords`` relative to the array's prefix (``c/0/1``, ``0.1``)."""
         return self.chunk_key_encoding.encode(coords)
 
+    def chunk_keys(self, coords: Any) -> list[str]:
+        """Keys of many chunks, ``coords`` of shape ``(n, ndim)`` (vectorised ``chunk_key``)."""
+        return self.chunk_key_encoding.encode_many(coords)
+
     def encode_documents(self) -> dict[str, bytes]:
         """Every document of the node, serialized (see :func:`json_dumps`)."""
         return {name: json_dumps(doc) for name, doc in self.documents().items()}  # type: ignore[attr-defined]
@@ -408,12 +425,17 @@ class ArrayMetadataV3(_ArrayBase):
     def codec_pipeline(self) -> Any:
         """The :class:`~chunkref.zarr.codecs.pipeline.CodecPipeline` of ``codecs``.
 
-        For a rectilinear grid the pipeline gets ``chunk_shape=None``: chunk shapes vary and
-        arrive with each chunk's :class:`~chunkref.zarr.codecs.base.ChunkSpec`.
+        For a rectilinear grid the pipeline gets the first chunk's declared shape (codecs check
+        rank and dtype; each chunk's shape arrives with its
+        :class:`~chunkref.zarr.codecs.base.ChunkSpec`).
         """
         from chunkref.zarr.codecs.pipeline import CodecPipeline
 
-        chunk_shape = self.chunk_grid.chunk_shape if isinstance(self.chunk_grid, RegularGrid) else None
+        grid = self.chunk_grid
+        if isinstance(grid, RegularGrid):
+            chunk_shape = grid.chunk_shape
+        else:
+            chunk_shape = tuple(axis[0] for axis in grid.edges)  # type: ignore[attr-defined]
         try:
             return CodecPipeline.from_v3(list(self.codecs), self.dtype, chunk_shape)
         except (ChunkrefError, ValueError, TypeError) as e:
@@ -609,6 +631,7 @@ class ArrayMetadataV2(_ArrayBase):
                 list(self.filters) if self.filters is not None else None,
                 self.dtype,
                 self.order,
+                self.chunks,
             )
         except (ChunkrefError, ValueError, TypeError) as e:
             raise _pipeline_error(e, _where(self.path, ".zarray"), "compressor/filters") from e
