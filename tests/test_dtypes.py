@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chunkref.errors import InvalidArgumentError, MetadataError, UnsupportedFeatureError
 from chunkref.zarr.dtypes import (
@@ -484,3 +486,34 @@ def test_tensorstore_reads_full_itemsize_bytes_fill(tmp_path):
     (bad / ".zarray").write_text(json.dumps(zarray))
     with pytest.raises(ValueError, match="base64"):
         ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(bad)}}).result()
+
+
+# --- properties -----------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["float16", "float32", "float64"]), st.integers(min_value=0, max_value=2**64 - 1))
+def test_float_fill_bits_round_trip(name, bits):
+    dt = np.dtype(name)
+    utype = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dt.itemsize]
+    value = np.array(bits % (1 << (8 * dt.itemsize)), dtype=utype).view(dt)[()]
+    for fmt in (2, 3):
+        back = parse_fill_value(json.loads(json.dumps(encode_fill_value(value, dt, fmt))), dt, fmt)
+        if fmt == 2 and np.isnan(value):
+            assert np.isnan(back)
+        else:
+            assert np.array(back, dtype=dt).tobytes() == np.array(value, dtype=dt).tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["int8", "uint16", "int32", "uint64", "int64"]), st.integers(min_value=-(2**63), max_value=2**64 - 1))
+def test_int_fill_round_trip_exact(name, v):
+    dt = np.dtype(name)
+    info = np.iinfo(dt)
+    if not info.min <= v <= info.max:
+        with pytest.raises(MetadataError):
+            parse_fill_value(v, dt, 3)
+        return
+    for fmt in (2, 3):
+        text = json.dumps(encode_fill_value(cast_fill_value(v, dt), dt, fmt))
+        assert text == str(v)
+        assert int(parse_fill_value(json.loads(text), dt, fmt)) == v
