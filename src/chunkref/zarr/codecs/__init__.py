@@ -52,3 +52,6 @@ __all__ = [
     "get_codec_class",
     "register_codec",
 ]
+
+# ``sharding_indexed`` registers itself when imported; it builds on everything above.
+from chunkref.zarr.codecs import sharding as _sharding  # noqa: E402,F401

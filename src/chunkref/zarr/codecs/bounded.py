@@ -243,6 +243,12 @@ def _zstd_first_content_size(buf: memoryview) -> int | None:
 
 def _zstd_into(data: BytesLike, size: int, codec: str) -> np.ndarray:
     dest = np.empty(size, dtype=np.uint8)
+    if size == 0:
+        # numcodecs reads a declared size of 0 as an error; an empty chunk is valid.
+        total, known = zstd_frames_size(data, codec)
+        if not known or total:
+            raise ChunkDecodeError(f"{codec}: frames do not decode to the expected 0 bytes")
+        return dest
     try:
         numcodecs.zstd.decompress(data, dest)
     except (RuntimeError, ValueError) as exc:
@@ -304,6 +310,8 @@ def blosc_decompress(data: BytesLike, max_size: int, exact: bool = False, codec:
     if nbytes > max_size:
         raise ChunkDecodeError(f"{codec}: header states {nbytes} decoded bytes, more than {max_size}")
     dest = np.empty(nbytes, dtype=np.uint8)
+    if nbytes == 0:  # c-blosc reports an empty buffer as an error
+        return dest
     try:
         numcodecs.blosc.decompress(data, dest)
     except (RuntimeError, ValueError) as exc:

@@ -12,6 +12,9 @@ codec id                      HDF5 filter
                               repacked; integers of reduced precision sign-extended as h5py does)
 ``chunkref.hdf5.bitshuffle``   bitshuffle plugin (id 32008): its HDF5 framing, with LZ4 or zstd
                               per block or uncompressed
+``chunkref.hdf5.lzf``          LZF (id 32000) with the decoded size from the filter parameters
+                              (``imagecodecs_lzf`` without a header has to guess the output size
+                              and fails on chunks that compress well)
 ============================  =====================================================================
 
 All of them are bytes -> bytes: the output is the chunk in the dataset's own byte order, exactly
@@ -37,13 +40,14 @@ from numcodecs.abc import Codec
 
 from chunkref.errors import ChunkDecodeError, CodecError
 
-__all__ = ["ENTRY_POINTS", "HDF5Bitshuffle", "HDF5NBit", "HDF5ScaleOffset"]
+__all__ = ["ENTRY_POINTS", "HDF5LZF", "HDF5Bitshuffle", "HDF5NBit", "HDF5ScaleOffset"]
 
 #: ``[project.entry-points."numcodecs.codecs"]`` lines for pyproject (codec id -> object).
 ENTRY_POINTS = {
     "chunkref.hdf5.scaleoffset": "chunkref.zarr.codecs.hdf5:HDF5ScaleOffset",
     "chunkref.hdf5.nbit": "chunkref.zarr.codecs.hdf5:HDF5NBit",
     "chunkref.hdf5.bitshuffle": "chunkref.zarr.codecs.hdf5:HDF5Bitshuffle",
+    "chunkref.hdf5.lzf": "chunkref.zarr.codecs.hdf5:HDF5LZF",
 }
 
 # A chunk this large (decoded) is not something HDF5 can write (chunks are < 4 GiB).
@@ -554,8 +558,54 @@ class HDF5Bitshuffle(Codec):
         return _finish(bytes(result), out)
 
 
+class HDF5LZF(Codec):
+    """Decoder of the LZF HDF5 filter (id 32000): raw LZF of a chunk of known size.
+
+    Parameters
+    ----------
+    nbytes
+        Decoded chunk size (the filter's cd_values[2]); LZF streams do not record it.
+    """
+
+    codec_id = "chunkref.hdf5.lzf"
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = int(nbytes)
+        if not 0 < self.nbytes <= _MAX_CHUNK_BYTES:
+            raise CodecError(f"{self.codec_id}: invalid decoded size {nbytes}")
+        try:
+            import imagecodecs  # noqa: F401
+        except ImportError as exc:
+            raise CodecError(f"{self.codec_id} needs the imagecodecs package (pip install imagecodecs)") from exc
+
+    def get_config(self) -> dict:
+        return {"id": self.codec_id, "nbytes": self.nbytes}
+
+    def __repr__(self) -> str:
+        return f"HDF5LZF(nbytes={self.nbytes})"
+
+    def encode(self, buf: Any) -> bytes:
+        import imagecodecs
+
+        data = bytes(_as_bytes(buf))
+        if len(data) != self.nbytes:
+            raise CodecError(f"{self.codec_id}: chunk of {len(data)} bytes, the codec is for {self.nbytes}")
+        return imagecodecs.lzf_encode(data)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        import imagecodecs
+
+        try:
+            result = imagecodecs.lzf_decode(bytes(_as_bytes(buf)), out=self.nbytes)
+        except Exception as exc:  # imagecodecs raises its own LzfError
+            raise ChunkDecodeError(f"{self.codec_id}: corrupt LZF chunk ({exc})") from exc
+        if len(result) != self.nbytes:
+            raise ChunkDecodeError(f"{self.codec_id}: chunk decoded to {len(result)} bytes, expected {self.nbytes}")
+        return _finish(bytes(result), out)
+
+
 def _register() -> None:
-    for cls in (HDF5ScaleOffset, HDF5NBit, HDF5Bitshuffle):
+    for cls in (HDF5ScaleOffset, HDF5NBit, HDF5Bitshuffle, HDF5LZF):
         numcodecs.register_codec(cls)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import lzma
 import math
+import pickle
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -65,6 +66,8 @@ OBJECT_CODEC_IDS = frozenset({"vlen-utf8", "vlen-bytes", "vlen-array", "json2", 
 ARRAY_BYTES_IDS = frozenset({"pcodec", "zfpy"}) | OBJECT_CODEC_IDS
 _CHECKSUM_IDS = frozenset({"crc32", "crc32c", "adler32", "fletcher32", "jenkins_lookup3"})
 _SAME_SIZE_IDS = frozenset({"shuffle"})
+# Configuration keys evolve() fills in from the array when absent.
+_EVOLVED_KEYS = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype", "shuffle": "elementsize"}
 
 
 def codec_kind(codec_id: str) -> CodecKind:
@@ -130,7 +133,20 @@ class NumcodecsCodec(Codec):
     def __init__(self, codec_id: str, config: Mapping[str, Any] | None = None) -> None:
         self.codec_id = codec_id
         self.config = {k: v for k, v in (config or {}).items() if k != "id"}
-        self._codec = _numcodecs_instance(codec_id, self.config, PREFIX + codec_id)
+        self._instance: Any = None
+        deferred = _EVOLVED_KEYS.get(codec_id)
+        if deferred is not None and self.config.get(deferred) is None:
+            # Filled in from the array by evolve (as zarr-python does); build it then.
+            if not _known_to_numcodecs(codec_id):
+                raise UnknownCodecError(f"unknown codec {PREFIX + codec_id!r}")
+        else:
+            self._instance = _numcodecs_instance(codec_id, self.config, PREFIX + codec_id)
+
+    @property
+    def _codec(self) -> Any:
+        if self._instance is None:
+            self._instance = _numcodecs_instance(self.codec_id, self.config, PREFIX + self.codec_id)
+        return self._instance
 
     # v3 name of the instance (the class attribute is set on the per-id subclasses)
     @property
@@ -256,7 +272,7 @@ class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
         if self.codec_id in ("vlen-utf8", "vlen-bytes", "vlen-array"):
             check_vlen_header(view, spec.size, self.name)
         try:
-            out = self._codec.decode(view)
+            out = _unpickle(view, self.name) if self.codec_id == "pickle" else self._codec.decode(view)
         except (ValueError, TypeError, RuntimeError, UnicodeError) as exc:
             raise ChunkDecodeError(f"codec {self.name!r}: {exc}") from exc
         out = np.asarray(out) if not isinstance(out, np.ndarray) else out
@@ -264,6 +280,17 @@ class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
             # json2/msgpack2 may return typed arrays for uniform content.
             out = out.astype(object)
         return _as_spec(out, spec, self.name, ChunkDecodeError)
+
+
+def _unpickle(view: memoryview, name: str) -> Any:
+    # numcodecs >= 0.16 has its own process-wide switch; ours is the chunkref setting, checked
+    # again here because it may have been turned off since the pipeline was built.
+    if not config.get("codec.allow_pickle"):
+        raise CodecError(f"codec {name!r} is refused: set codec.allow_pickle for trusted data only")
+    try:
+        return pickle.loads(view)
+    except Exception as exc:  # unpickling raises anything
+        raise ChunkDecodeError(f"codec {name!r}: {type(exc).__name__}: {exc}") from exc
 
 
 class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):

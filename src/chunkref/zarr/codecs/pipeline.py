@@ -429,23 +429,19 @@ class CodecPipeline:
         ``numcodecs.<id>`` and the v2 layout as ``transpose`` + ``bytes``)."""
         if self.zarr_format == 3:
             return [c.to_json() for c in self.codecs]
+        if self.order == "F" and self.chunk_shape is None:
+            raise CodecError("the v3 form of an order='F' v2 chain needs the chunk shape")
+        # With a chunk shape, self.codecs already starts with the transpose standing for 'F'.
         out: list[dict[str, Any]] = []
-        ndim = None if self.chunk_shape is None else len(self.chunk_shape)
-        if self.order == "F":
-            if ndim is None:
-                raise CodecError("the v3 form of an order='F' v2 chain needs the chunk shape")
-            if ndim > 1:
-                out.append(TransposeCodec(order=tuple(range(ndim - 1, -1, -1))).to_json())
         for c in self.codecs:
             if isinstance(c, RawBytesCodec):
-                spec_dtype = self._ab_dtype()
-                out.append(c.v3_equivalent(spec_dtype).to_json())
+                out.append(c.v3_equivalent(self._ab_dtype()).to_json())
             else:
                 out.append(c.to_json())
         return out
 
     def _ab_dtype(self) -> np.dtype:
-        s = ChunkSpec(self.chunk_shape or (1,), self.dtype, None)
+        s = ChunkSpec(self.chunk_shape or (), self.dtype, None)
         for c in self.array_array_codecs:
             s = c.resolve(s)
         return s.dtype

@@ -1,0 +1,1112 @@
+"""The ``sharding_indexed`` codec (ZEP 2): many inner chunks in one stored object.
+
+A shard is the outer chunk of a sharded array; its bytes are the encoded inner chunks (through
+the inner ``codecs`` chain) plus an index of absolute ``(offset, length)`` pairs, at the start or
+the end of the object (see :mod:`.shard_index`).  The codec is the array->bytes codec of the
+outer chain, and besides whole-shard :meth:`ShardingCodec.encode` / :meth:`~ShardingCodec.decode`
+it does batched partial I/O for the engine (:mod:`chunkref.zarr.chunkio` hands it every shard a
+read or write call touches):
+
+Reads (:meth:`ShardingCodec.read_partial_many`)
+    1. one ``get_many`` with the whole object of every shard the call covers completely and the
+       index (a suffix or ``[0, size)`` range) of every shard it touches partly and whose index
+       is not cached;
+    2. one ``get_many`` with every needed inner chunk of every partial shard, neighbouring byte
+       ranges merged (``coalesce_max_gap`` / ``coalesce_max_bytes``);
+    3. decoding in the shared thread pool, a batch of inner chunks per task, each copied
+       straight into the output.
+    Indexes are cached per codec instance (:class:`.shard_index.ShardIndexCache`), so a warm
+    read of one inner chunk is one request.  Only the index says where a chunk is: writers may
+    order chunks freely (zarr-python: Morton order) and leave gaps.
+
+Writes (:meth:`ShardingCodec.write_partial_many`)
+    Shards covered completely are encoded from the new values without reading anything.  Shards
+    covered partly are fetched whole in one ``get_many``, their touched inner chunks re-encoded
+    (decoding only those not completely overwritten), untouched ones copied as stored bytes, and
+    every shard is rewritten once (C-order, compacted).  Inner chunks equal to the fill value are
+    left out unless ``write_empty_chunks``; a shard left with none is deleted.
+
+Fast path: for inner chains made of ``transpose`` codecs, ``bytes`` and any bytes->bytes codecs
+(the usual ``bytes`` + compressor), inner chunks are decoded by calling the compressor and
+viewing its output with ``np.frombuffer``; the only copy is the one into the output array.
+Other chains (e.g. nested sharding, vlen strings) go through the inner :class:`CodecPipeline`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from chunkref._threads import map_batched
+from chunkref.config import config
+from chunkref.errors import (
+    ChunkDecodeError,
+    ChunkNotFoundError,
+    ChunkrefError,
+    CodecError,
+    MetadataError,
+    ShardError,
+    ShortReadError,
+)
+from chunkref.storage.base import RangeRequest, SuffixRequest
+from chunkref.storage.ranges import coalesce_ranges
+from chunkref.zarr.codecs.base import (
+    ArrayBytesCodec,
+    ChunkSpec,
+    Codec,
+    check_configuration,
+    is_variable_dtype,
+)
+from chunkref.zarr.codecs.registry import codec_from_json, register_codec
+from chunkref.zarr.codecs.shard_index import (
+    IndexFormat,
+    ShardIndexCache,
+    decode_error,
+    inner_coords,
+    validate_index,
+)
+from chunkref.zarr.grid import ChunkGrid, RegularGrid
+from chunkref.zarr.indexing.axis import project_int, project_slice
+
+__all__ = ["ShardingCodec"]
+
+_LOCATIONS = ("start", "end")
+_DEFAULT_INDEX_CODECS = ({"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"})
+# Inner chunks per thread-pool task at least: a task costs ~14 µs, a small inner chunk less.
+_MIN_BATCH = 16
+
+
+def _positive_ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise CodecError(f"codec 'sharding_indexed': {what} must be a list of positive integers, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def _parse_chain(value: Any, what: str) -> tuple[Codec, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise CodecError(f"codec 'sharding_indexed': {what} must be a non-empty list of codecs, got {value!r}")
+    codecs = tuple(codec_from_json(c) for c in value)
+    kinds = [c.kind for c in codecs]
+    n_ab = kinds.count("array_bytes")
+    if n_ab != 1:
+        raise CodecError(
+            f"codec 'sharding_indexed': {what} need exactly one array->bytes codec, got {[c.name for c in codecs]}"
+        )
+    i = kinds.index("array_bytes")
+    if any(k != "array_array" for k in kinds[:i]) or any(k != "bytes_bytes" for k in kinds[i + 1 :]):
+        raise CodecError(
+            f"codec 'sharding_indexed': {what} must be array->array*, array->bytes, bytes->bytes*; "
+            f"got {[c.name for c in codecs]}"
+        )
+    return codecs
+
+
+def _blen(x: Any) -> int:
+    """Byte length of a buffer (an ndarray's ``len`` would be its first dimension)."""
+    return x.nbytes if isinstance(x, (np.ndarray, memoryview)) else len(x)
+
+
+# --- inner chunk codec ---------------------------------------------------------------------------
+
+
+class _InnerChain:
+    """Decodes and encodes one inner chunk; the fast path skips the generic pipeline.
+
+    The fast path applies when the inner chain is ``transpose``\\* ``bytes`` ``bb``\\*: decode is
+    the bytes->bytes codecs in reverse (bounded by the known sizes), ``np.frombuffer`` and a
+    transposed view; encode is one ``np.ascontiguousarray`` (which transposes and byte-swaps in
+    the same copy) and the bytes->bytes codecs.
+    """
+
+    def __init__(self, codecs: Sequence[Codec], spec: ChunkSpec) -> None:
+        from chunkref.zarr.codecs.bytes_codec import BytesCodec
+        from chunkref.zarr.codecs.pipeline import CodecPipeline
+
+        self.spec = spec
+        self.pipeline = CodecPipeline.from_v3([c.to_json() for c in codecs], spec.dtype, spec.shape)
+        aa = list(getattr(self.pipeline, "array_array_codecs", ()))
+        ab = getattr(self.pipeline, "array_bytes_codec", None)
+        bb = list(getattr(self.pipeline, "bytes_bytes_codecs", ()))
+        self.fast = (
+            isinstance(ab, BytesCodec)
+            and all(c.name == "transpose" for c in aa)
+            and not is_variable_dtype(spec.dtype)
+        )
+        self.nbytes = spec.nbytes or 0
+        if not self.fast:
+            return
+        shape = tuple(spec.shape)
+        perm = list(range(len(shape)))
+        for t in aa:
+            order = t.order  # type: ignore[attr-defined]
+            shape = tuple(shape[i] for i in order)
+            perm = [perm[i] for i in order]
+        self.stored_shape = shape
+        self.perm = tuple(perm) if perm != sorted(perm) else None
+        self.inverse = tuple(int(i) for i in np.argsort(perm)) if self.perm is not None else None
+        self.stored_dtype = ab.stored_dtype(spec.dtype)  # type: ignore[union-attr]
+        self.bb = bb
+        bspec = ChunkSpec(shape, spec.dtype, spec.fill_value)
+        self.bspec = bspec
+        # Bounds for each bytes->bytes decode: the size its input had on encode (exact while
+        # every codec before it has a fixed encoded size).
+        sizes = [self.nbytes]
+        exact = [True]
+        for c in bb[:-1]:
+            e = c.encoded_size(sizes[-1], bspec)
+            sizes.append(e if e is not None else c.max_encoded_size(sizes[-1], bspec))
+            exact.append(exact[-1] and e is not None)
+        self.bounds = list(zip(sizes, exact))
+
+    def decode(self, data: Any) -> np.ndarray:
+        """The inner chunk (shape ``spec.shape``); may be a read-only view of the buffer."""
+        if not self.fast:
+            return self.pipeline.decode(data, self.spec)
+        for c, (size, exact) in zip(reversed(self.bb), reversed(self.bounds)):
+            data = c.decode(data, self.bspec, size, exact)
+        arr = np.frombuffer(data, dtype=self.stored_dtype)
+        if arr.size * arr.itemsize != self.nbytes:
+            raise ChunkDecodeError(f"{arr.nbytes} bytes, expected {self.nbytes} for {self.spec.shape} {self.spec.dtype}")
+        arr = arr.reshape(self.stored_shape)
+        return arr if self.inverse is None else arr.transpose(self.inverse)
+
+    def encode_contiguous(self, chunk: np.ndarray) -> np.ndarray:
+        """The array the bytes->bytes codecs receive (fast path) or a C-contiguous chunk."""
+        if not self.fast:
+            return np.ascontiguousarray(chunk)
+        if self.perm is not None:
+            chunk = chunk.transpose(self.perm)
+        return np.ascontiguousarray(chunk, dtype=self.stored_dtype)
+
+    def encode(self, prepared: np.ndarray) -> Any:
+        """Encode what :meth:`encode_contiguous` returned."""
+        if not self.fast:
+            return self.pipeline.encode(prepared, self.spec)
+        data: Any = prepared
+        for c in self.bb:
+            data = c.encode(data, self.bspec)
+        return data
+
+
+# --- per-shard-shape layout ------------------------------------------------------------------------
+
+
+class _Layout:
+    """Everything that depends on one shard shape (rectilinear outer grids have several)."""
+
+    def __init__(self, shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...], index_codecs: Sequence[Codec], at_start: bool) -> None:
+        if len(shard_shape) != len(chunk_shape):
+            raise MetadataError(
+                f"codec 'sharding_indexed': inner chunk shape {chunk_shape} does not match the rank of the "
+                f"shard shape {shard_shape}"
+            )
+        if any(s % c for s, c in zip(shard_shape, chunk_shape)):
+            raise MetadataError(
+                f"codec 'sharding_indexed': shard shape {shard_shape} is not a multiple of the inner chunk "
+                f"shape {chunk_shape}"
+            )
+        self.shard_shape = shard_shape
+        self.chunk_shape = chunk_shape
+        self.cps = tuple(s // c for s, c in zip(shard_shape, chunk_shape))
+        self.n = math.prod(self.cps)
+        self.grid = RegularGrid(shard_shape, chunk_shape)
+        self.index = IndexFormat(index_codecs, self.cps)
+        self.index_nbytes = self.index.nbytes
+        self.at_start = at_start
+        # C-order strides of the inner grid, to turn inner coordinates into flat positions.
+        strides = []
+        acc = 1
+        for c in reversed(self.cps):
+            strides.append(acc)
+            acc *= c
+        self.strides = tuple(reversed(strides))
+        self._full: list[tuple[slice, ...]] | None = None
+
+    def full_slices(self) -> list[tuple[slice, ...]]:
+        """Per inner chunk (C order), its region of the shard."""
+        if self._full is None:
+            axes = [[slice(k * c, (k + 1) * c) for k in range(n)] for n, c in zip(self.cps, self.chunk_shape)]
+            self._full = [tuple(p) for p in itertools.product(*axes)]
+        return self._full
+
+    def index_request(self) -> Any:
+        return RangeRequest(0, self.index_nbytes) if self.at_start else SuffixRequest(self.index_nbytes)
+
+    def split(self, data: Any, key: str) -> tuple[np.ndarray, np.ndarray, memoryview]:
+        """Index and stored mask of a whole shard object, validated; plus a view of the bytes."""
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+        size = len(view)
+        isz = self.index_nbytes
+        if size < isz:
+            raise ShardError(f"shard {key!r} is truncated: {size} bytes, its index alone takes {isz}")
+        if self.at_start:
+            index = self.index.decode(view[:isz], key)
+            stored = validate_index(index, key, self.cps, data_start=isz, data_stop=size)
+        else:
+            index = self.index.decode(view[size - isz :], key)
+            stored = validate_index(index, key, self.cps, data_start=0, data_stop=size - isz)
+        return index, stored, view
+
+
+# --- selections inside a shard -----------------------------------------------------------------
+
+
+def _is_basic(sel: Any) -> bool:
+    return all(type(s) is int or isinstance(s, (int, np.integer)) or (isinstance(s, slice) and (s.step is None or s.step > 0)) for s in sel)
+
+
+def _as_tuple(sel: Any) -> tuple[Any, ...]:
+    return sel if isinstance(sel, tuple) else (sel,)
+
+
+def _view_sel(sel: Any) -> tuple[Any, ...]:
+    """A basic selection that always gives an array view (ints alone would give a scalar)."""
+    return _as_tuple(sel) + (Ellipsis,)
+
+
+def _normalize(sel: Any, ndim: int) -> tuple[Any, ...]:
+    if not isinstance(sel, tuple):
+        sel = (sel,)
+    if any(s is Ellipsis for s in sel):
+        i = next(i for i, s in enumerate(sel) if s is Ellipsis)
+        sel = sel[:i] + (slice(None),) * (ndim - len(sel) + 1) + sel[i + 1 :]
+    if len(sel) < ndim:
+        sel = sel + (slice(None),) * (ndim - len(sel))
+    return sel
+
+
+def _project_basic(sel: tuple[Any, ...], layout: _Layout) -> list[tuple[int, Any, Any, bool]]:
+    """Inner chunks touched by a basic (ints, positive-step slices) shard-local selection.
+
+    Returns ``(flat position, selection in the inner chunk, selection of chunk[sel]'s result,
+    whether the inner chunk is completely overwritten)`` per inner chunk, in C order.
+    """
+    grid = layout.grid
+    per_axis = []
+    for axis, (s, n) in enumerate(zip(sel, layout.shard_shape)):
+        if isinstance(s, slice):
+            start, stop, step = s.indices(n)
+            length = len(range(start, stop, step))
+            if length == 0:
+                return []
+            proj = project_slice(start, step, length, axis, grid)
+        else:
+            i = int(s)
+            proj = project_int(i + n if i < 0 else i, axis, grid)
+        stride = layout.strides[axis]
+        per_axis.append(
+            [(k * stride, cs, None if proj.dropped else os, comp) for k, cs, os, comp in zip(proj.chunks, proj.chunk_sels, proj.out_sels, proj.complete)]
+        )
+    out = []
+    for combo in itertools.product(*per_axis):
+        flat = 0
+        csel = []
+        osel = []
+        comp = True
+        for f, cs, os, c in combo:
+            flat += f
+            csel.append(cs)
+            if os is not None:
+                osel.append(os)
+            comp = comp and c
+        out.append((flat, tuple(csel), tuple(osel), comp))
+    return out
+
+
+def _expand_bool(sel: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Replace boolean arrays by their ``nonzero`` index arrays (numpy's own rule)."""
+    out: list[Any] = []
+    for s in sel:
+        if isinstance(s, np.ndarray) and s.dtype == bool:
+            out.extend(np.nonzero(s))
+        else:
+            out.append(s)
+    return tuple(out)
+
+
+def _touched_fancy(sel: tuple[Any, ...], layout: _Layout) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
+    """Inner chunks touched by any numpy selection of a shard, and its bounding box.
+
+    Returns ``(flat positions, bbox origin in inner-chunk units, bbox shape in inner chunks,
+    the selection shifted into the bounding box)``.  Applying the shifted selection to a buffer
+    holding the bounding box gives exactly ``shard[sel]`` (numpy decides the semantics).
+    """
+    cs = layout.chunk_shape
+    ndim = len(cs)
+    arrays = {a: np.asarray(s, dtype=np.int64) for a, s in enumerate(sel) if isinstance(s, np.ndarray)}
+    per_axis: dict[int, np.ndarray] = {}
+    shifted: list[Any] = list(sel)
+    lo = [0] * ndim
+    hi = [0] * ndim
+    # Array entries: independent per axis when each varies along its own single dimension (an
+    # outer selection), else jointly (points).
+    outer = True
+    seen_dims: set[int] = set()
+    for arr in arrays.values():
+        dims = [d for d, n in enumerate(arr.shape) if n != 1]
+        if len(dims) > 1 or (dims and dims[0] in seen_dims):
+            outer = False
+        seen_dims.update(dims)
+    joint_rows: np.ndarray | None = None
+    joint_axes = sorted(arrays)
+    if arrays and not outer:
+        b = np.broadcast_arrays(*(arrays[a] for a in joint_axes))
+        k = np.stack([x.reshape(-1) // cs[a] for a, x in zip(joint_axes, b)], axis=-1)
+        joint_rows = np.unique(k, axis=0) if len(k) else k
+    for a in range(ndim):
+        s = sel[a]
+        n = layout.shard_shape[a]
+        c = cs[a]
+        if isinstance(s, slice):
+            start, stop, step = s.indices(n)
+            pos = np.arange(start, stop, step, dtype=np.int64)
+            ks = np.unique(pos // c)
+        elif a in arrays:
+            x = arrays[a]
+            if np.any(x < 0):
+                x = np.where(x < 0, x + n, x)
+                arrays[a] = x
+                shifted[a] = x
+            ks = np.unique(x.reshape(-1) // c)
+        else:
+            i = int(s)
+            i = i + n if i < 0 else i
+            shifted[a] = i
+            ks = np.array([i // c], dtype=np.int64)
+        if ks.size == 0:
+            return np.zeros(0, dtype=np.int64), (0,) * ndim, (0,) * ndim, tuple(shifted)
+        per_axis[a] = ks
+        lo[a] = int(ks[0])
+        hi[a] = int(ks[-1])
+    if joint_rows is not None:
+        # Joint axes recomputed after wrapping negative indices.
+        b = np.broadcast_arrays(*(arrays[a] for a in joint_axes))
+        k = np.stack([x.reshape(-1) // cs[a] for a, x in zip(joint_axes, b)], axis=-1)
+        joint_rows = np.unique(k, axis=0) if len(k) else k
+    origin = tuple(lo[a] * cs[a] for a in range(ndim))
+    for a in range(ndim):
+        s = sel[a]
+        o = origin[a]
+        if isinstance(s, slice):
+            start, stop, step = s.indices(layout.shard_shape[a])
+            if step > 0:
+                shifted[a] = slice(start - o, stop - o, step)
+            else:
+                shifted[a] = slice(start - o, None if stop - o < 0 else stop - o, step)
+        elif a in arrays:
+            shifted[a] = arrays[a] - o
+        else:
+            shifted[a] = int(shifted[a]) - o
+    # Flat positions of every touched inner chunk.
+    free = [a for a in range(ndim) if a not in arrays or joint_rows is None]
+    strides = np.asarray(layout.strides, dtype=np.int64)
+    flat = np.zeros(1, dtype=np.int64)
+    for a in free:
+        flat = (flat[:, None] + per_axis[a][None, :] * strides[a]).reshape(-1)
+    if joint_rows is not None:
+        jflat = joint_rows @ strides[joint_axes]
+        flat = (flat[:, None] + jflat[None, :]).reshape(-1)
+    flat = np.sort(flat)
+    bshape = tuple(hi[a] - lo[a] + 1 for a in range(ndim))
+    return flat, tuple(lo), bshape, tuple(shifted)
+
+
+# --- the codec -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _State:
+    """What an evolved codec knows about its array: dtype, inner chain, caches."""
+
+    dtype: np.dtype
+    fill_value: Any
+    inner: _InnerChain
+    cache: ShardIndexCache
+    layouts: dict[tuple[int, ...], _Layout]
+    lock: threading.Lock
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class ShardingCodec(ArrayBytesCodec):
+    """``{"name": "sharding_indexed", "configuration": {"chunk_shape", "codecs", "index_codecs",
+    "index_location"}}``.
+
+    Parameters
+    ----------
+    chunk_shape
+        Inner chunk shape; must divide every shard's shape.
+    codecs
+        Inner codec chain (parsed).
+    index_codecs
+        Index codec chain (parsed); must be fixed-size.
+    index_location
+        ``"start"`` or ``"end"`` (default when absent in JSON).
+    """
+
+    name: ClassVar[str] = "sharding_indexed"
+    chunk_shape: tuple[int, ...]
+    codecs: tuple[Codec, ...]
+    index_codecs: tuple[Codec, ...]
+    index_location: str = "end"
+    _state: Any = field(default=None, init=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.index_location not in _LOCATIONS:
+            raise CodecError(
+                f"codec 'sharding_indexed': index_location must be 'start' or 'end', got {self.index_location!r}"
+            )
+        object.__setattr__(self, "chunk_shape", _positive_ints(self.chunk_shape, "chunk_shape"))
+
+    # -- JSON ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, configuration: Mapping[str, Any] | None) -> ShardingCodec:
+        conf = check_configuration(
+            cls.name, configuration, ("chunk_shape", "codecs", "index_codecs", "index_location"), ("chunk_shape", "codecs")
+        )
+        index_codecs = conf.get("index_codecs", list(_DEFAULT_INDEX_CODECS))
+        codec = cls(
+            chunk_shape=_positive_ints(conf["chunk_shape"], "chunk_shape"),
+            codecs=_parse_chain(conf["codecs"], "codecs"),
+            index_codecs=_parse_chain(index_codecs, "index_codecs"),
+            index_location=conf.get("index_location", "end"),
+        )
+        # The index must be fixed-size; find out now rather than on the first read.
+        IndexFormat(codec.index_codecs, (1,) * len(codec.chunk_shape))
+        return codec
+
+    def configuration(self) -> dict[str, Any]:
+        return {
+            "chunk_shape": list(self.chunk_shape),
+            "codecs": [c.to_json() for c in self.codecs],
+            "index_codecs": [c.to_json() for c in self.index_codecs],
+            "index_location": self.index_location,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardingCodec(chunk_shape={self.chunk_shape}, codecs={list(self.codecs)}, "
+            f"index_codecs={list(self.index_codecs)}, index_location={self.index_location!r})"
+        )
+
+    # -- evolution -----------------------------------------------------------------------------
+
+    def evolve(self, spec: ChunkSpec) -> ShardingCodec:
+        """A codec bound to the array's dtype, with its own inner pipeline and index cache."""
+        if len(spec.shape) != len(self.chunk_shape):
+            raise MetadataError(
+                f"codec 'sharding_indexed': inner chunk shape {self.chunk_shape} does not match the rank of "
+                f"the shard shape {tuple(spec.shape)}"
+            )
+        state = self._state
+        if state is not None and state.dtype == spec.dtype and _same_fill(state.fill_value, spec.fill_value):
+            self._layout(tuple(spec.shape))
+            return self
+        codec = ShardingCodec(self.chunk_shape, self.codecs, self.index_codecs, self.index_location)
+        codec._bind(spec.dtype, spec.fill_value)
+        codec._layout(tuple(spec.shape))
+        return codec
+
+    def _bind(self, dtype: np.dtype, fill_value: Any) -> _State:
+        old = self._state
+        inner_spec = ChunkSpec(self.chunk_shape, dtype, fill_value)
+        # A re-bind (the pipeline evolved us without a fill value; the first I/O call brings it)
+        # keeps the index cache and the layouts: neither depends on the fill value.
+        state = _State(
+            dtype,
+            fill_value,
+            _InnerChain(self.codecs, inner_spec),
+            old.cache if old is not None else ShardIndexCache(),
+            old.layouts if old is not None and old.dtype == dtype else {},
+            threading.Lock(),
+        )
+        object.__setattr__(self, "_state", state)
+        return state
+
+    def _state_for(self, spec: ChunkSpec) -> _State:
+        state = self._state
+        if state is None or state.dtype != spec.dtype or not _same_fill(state.fill_value, spec.fill_value):
+            state = self._bind(spec.dtype, spec.fill_value)
+        return state
+
+    def _layout(self, shard_shape: tuple[int, ...]) -> _Layout:
+        state = self._state
+        layout = state.layouts.get(shard_shape) if state is not None else None
+        if layout is None:
+            layout = _Layout(shard_shape, self.chunk_shape, self.index_codecs, self.index_location == "start")
+            if state is not None:
+                with state.lock:
+                    state.layouts[shard_shape] = layout
+        return layout
+
+    def check_grid(self, grid: ChunkGrid) -> None:
+        """Check that every shard of ``grid`` (regular or rectilinear) holds whole inner chunks.
+
+        Raises
+        ------
+        MetadataError
+            Naming the axis and the offending shard edge.
+        """
+        if grid.ndim != len(self.chunk_shape):
+            raise MetadataError(
+                f"codec 'sharding_indexed': inner chunk shape {self.chunk_shape} does not match the rank of "
+                f"the array ({grid.ndim})"
+            )
+        for axis, (edges, c) in enumerate(zip(grid.edge_lengths, self.chunk_shape)):
+            bad = np.flatnonzero(np.asarray(edges) % c)
+            if bad.size:
+                k = int(bad[0])
+                raise MetadataError(
+                    f"codec 'sharding_indexed': shard {k} along axis {axis} has length {int(edges[k])}, not a "
+                    f"multiple of the inner chunk length {c}"
+                )
+
+    @property
+    def index_cache(self) -> ShardIndexCache | None:
+        """The index cache of this (evolved) codec instance, or None before it is bound."""
+        return self._state.cache if self._state is not None else None
+
+    def encoded_size(self, nbytes: int, spec: ChunkSpec) -> int | None:
+        return None
+
+    # -- whole shards ----------------------------------------------------------------------------
+
+    def decode(self, data: Any, spec: ChunkSpec) -> np.ndarray:
+        """Decode a whole shard into an array of ``spec.shape``."""
+        state = self._state_for(spec)
+        layout = self._layout(tuple(spec.shape))
+        out = np.empty(spec.shape, dtype=spec.dtype)
+        key = "<shard>"
+        index, stored, view = layout.split(data, key)
+        items: list[Any] = []
+        self._plan_whole(items, layout, index, stored, view, key, out, None)
+        self._run_decode(state, items)
+        return out
+
+    def encode(self, array: np.ndarray, spec: ChunkSpec) -> bytes | None:
+        """Encode a whole shard (C-order compacted; inner chunks equal to the fill value are left
+        out unless ``array.write_empty_chunks``).  Returns the index alone when every inner
+        chunk is empty."""
+        state = self._state_for(spec)
+        layout = self._layout(tuple(spec.shape))
+        array = np.asarray(array)
+        if array.shape != tuple(spec.shape):
+            raise CodecError(f"codec 'sharding_indexed': array of shape {array.shape} is not the shard shape {spec.shape}")
+        write_empty = bool(config.get("array.write_empty_chunks"))
+        items = [(0, i, ("full", array[s])) for i, s in enumerate(layout.full_slices())]
+        parts = self._run_encode(state, items, write_empty, ["<shard>"]).get(0, {})
+        chunks: list[Any] = [None] * layout.n
+        for i, b in parts.items():
+            chunks[i] = b
+        shard = self._assemble(layout, chunks)
+        if shard is None:
+            # An empty shard still has a valid encoding: the index of empty chunks.
+            from chunkref.zarr.codecs.shard_index import empty_index
+
+            return layout.index.encode(empty_index(layout.n))
+        return shard
+
+    # -- planning helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _plan_whole(
+        items: list[Any],
+        layout: _Layout,
+        index: np.ndarray,
+        stored: np.ndarray,
+        view: memoryview,
+        key: str,
+        out: np.ndarray,
+        sel: tuple[Any, ...] | None,
+        out_sel: Any = None,
+    ) -> list[Any] | None:
+        """Decode items for a shard whose bytes are all at hand.
+
+        ``sel`` None means the whole shard into ``out`` (shaped like the shard).  Returns
+        post-processing work for selections that need a bounding-box buffer, else None.
+        """
+        if sel is None:
+            slices = layout.full_slices()
+            offs = index[:, 0].tolist()
+            lens = index[:, 1].tolist()
+            st = stored.tolist()
+            for i, s in enumerate(slices):
+                data = view[offs[i] : offs[i] + lens[i]] if st[i] else None
+                items.append((data, out, s, None, key, i, layout))
+            return None
+        return _plan_selection(items, layout, key, out, sel, out_sel, lambda flats: _slices_for(index, stored, view, flats))
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def read_partial_many(self, store: Any, requests: Sequence[Any], out: np.ndarray, options: Any) -> None:
+        """Fill ``out`` for every shard request of one read call (see the module docstring)."""
+        if not requests:
+            return
+        try:
+            self._read(store, requests, out, options, use_cache=True)
+        except _StaleIndex:
+            self._read(store, requests, out, options, use_cache=False)
+        except (ShardError, ChunkDecodeError, ShortReadError) as exc:
+            if not getattr(exc, "_from_cache", False):
+                raise
+            # A cached index may be stale (the shard was rewritten elsewhere): try once afresh.
+            self._read(store, requests, out, options, use_cache=False)
+
+    def _read(self, store: Any, requests: Sequence[Any], out: np.ndarray, options: Any, use_cache: bool) -> None:
+        state = self._state_for(requests[0].spec)
+        cache = state.cache
+        fill = _fill(state)
+        items: list[Any] = []
+        post: list[Any] = []
+        fetch: list[tuple[str, Any]] = []
+        fetch_req: list[tuple[Any, _Layout, bool]] = []
+        partial: list[tuple[Any, _Layout, np.ndarray, bool]] = []
+        for req in requests:
+            layout = self._layout(tuple(req.spec.shape))
+            sel = _normalize(req.chunk_selection, len(layout.shard_shape))
+            if req.is_complete:
+                fetch.append((req.key, None))
+                fetch_req.append((req, layout, True))
+                continue
+            index = cache.get(store, req.key) if use_cache else None
+            if index is not None:
+                partial.append((req, layout, index, True))
+            else:
+                fetch.append((req.key, layout.index_request()))
+                fetch_req.append((req, layout, False))
+        if fetch:
+            try:
+                blobs = store.get_many(fetch)
+            except ShortReadError as exc:
+                raise ShardError(f"array {options.array_path!r}: a shard is shorter than its index: {exc}") from exc
+        else:
+            blobs = []
+        for (req, layout, whole), blob in zip(fetch_req, blobs):
+            if blob is None:
+                if not options.read_missing_chunks:
+                    raise ChunkNotFoundError(
+                        f"chunk {req.key!r} of array {options.array_path!r} is missing "
+                        "(array.read_missing_chunks is False)"
+                    )
+                out[req.out_selection] = req.spec.fill_value if req.spec.fill_value is not None else fill
+                if not whole:
+                    cache.discard(store, [req.key])
+                continue
+            if whole:
+                index, stored, view = layout.split(blob, req.key)
+                cache.put(store, req.key, index)
+                sel = _normalize(req.chunk_selection, len(layout.shard_shape))
+                p = self._plan_whole(items, layout, index, stored, view, req.key, out, sel, req.out_selection)
+                if p:
+                    post.extend(p)
+            else:
+                index = layout.index.decode(blob, req.key)
+                validate_index(
+                    index, req.key, layout.cps, data_start=layout.index_nbytes if layout.at_start else 0, data_stop=None
+                )
+                cache.put(store, req.key, index)
+                partial.append((req, layout, index, False))
+        if partial:
+            self._plan_ranges(store, partial, items, post, out, options)
+        self._run_decode(state, items)
+        for fn in post:
+            fn()
+
+    def _plan_ranges(self, store: Any, partial: list[Any], items: list[Any], post: list[Any], out: np.ndarray, options: Any) -> None:
+        """Plan, fetch (one merged batch) and queue the inner chunks of partly read shards."""
+        # First pass: per shard, the touched inner chunks (flat positions) and where they go.
+        pending: list[tuple[int, np.ndarray, list[Any]]] = []  # (shard no, flats, slot lists)
+        starts: list[np.ndarray] = []
+        stops: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
+        from_cache = any(c for _, _, _, c in partial)
+        range_owner: list[tuple[int, np.ndarray]] = []
+        for sno, (req, layout, index, _) in enumerate(partial):
+            sel = _normalize(req.chunk_selection, len(layout.shard_shape))
+            slot_items: list[Any] = []
+            collected: dict[str, Any] = {}
+
+            def resolver(flats: np.ndarray, _idx: np.ndarray = index, _c: dict = collected) -> list[Any]:
+                _c["flats"] = flats
+                # Placeholders: filled with the fetched bytes once the batch returns.
+                return [None] * len(flats)
+
+            p = _plan_selection(slot_items, layout, req.key, out, sel, req.out_selection, resolver)
+            if p:
+                post.extend(p)
+            flats = collected.get("flats")
+            if flats is None or len(flats) == 0:
+                continue
+            ent = index[flats]
+            stored = ~((ent[:, 0] == _EMPTY) & (ent[:, 1] == _EMPTY))
+            pending.append((len(items), flats, slot_items))
+            items.extend(slot_items)
+            if stored.any():
+                so = ent[stored, 0].astype(np.int64)
+                sn = ent[stored, 1].astype(np.int64)
+                starts.append(so)
+                stops.append(so + sn)
+                ids.append(np.full(len(so), sno, dtype=np.int64))
+                range_owner.append((len(items) - len(slot_items), np.flatnonzero(stored)))
+        if not starts:
+            return
+        s = np.concatenate(starts)
+        e = np.concatenate(stops)
+        k = np.concatenate(ids)
+        gs, ge, assign = coalesce_ranges(s, e, options.coalesce_max_gap, options.coalesce_max_bytes, ids=k)
+        gkey = np.empty(len(gs), dtype=np.int64)
+        gkey[assign] = k
+        keys = [partial[int(i)][0].key for i in gkey.tolist()]
+        try:
+            blobs = store.get_many([(key, RangeRequest(int(a), int(b))) for key, a, b in zip(keys, gs.tolist(), ge.tolist())])
+        except ShortReadError as exc:
+            err = ShardError(f"array {options.array_path!r}: an inner chunk lies past the end of its shard: {exc}")
+            err._from_cache = from_cache  # type: ignore[attr-defined]
+            raise err from exc
+        if any(b is None for b in blobs):
+            if from_cache:
+                missing = {keys[i] for i, b in enumerate(blobs) if b is None}
+                self._state.cache.discard(store, sorted(missing))
+                raise _StaleIndex()
+            raise ShardError(f"array {options.array_path!r}: shards {sorted({keys[i] for i, b in enumerate(blobs) if b is None})} vanished during the read")
+        views = [memoryview(b).cast("B") if not isinstance(b, memoryview) else b for b in blobs]
+        # Cut each range out of its group (zero-copy views) and put it in its item slot.
+        rel_s = (s - gs[assign]).tolist()
+        rel_e = (e - gs[assign]).tolist()
+        ga = assign.tolist()
+        pos = 0
+        for first, which in range_owner:
+            for j in which.tolist():
+                it = items[first + j]
+                items[first + j] = (views[ga[pos]][rel_s[pos] : rel_e[pos]],) + it[1:] + (from_cache,)
+                pos += 1
+
+    def _run_decode(self, state: _State, items: list[Any]) -> None:
+        if not items:
+            return
+        inner = state.inner
+        fill = _fill(state)
+
+        def work(batch: list[Any]) -> None:
+            for item in batch:
+                data, dst, dsel, ssel, key, flat, layout = item[:7]
+                if data is None:
+                    dst[dsel] = fill
+                    continue
+                try:
+                    chunk = inner.decode(data)
+                except Exception as exc:
+                    err = decode_error(key, inner_coords(flat, layout.cps), exc)
+                    if len(item) > 7 and item[7]:
+                        err._from_cache = True  # type: ignore[attr-defined]
+                    raise err from exc
+                dst[dsel] = chunk if ssel is None else chunk[ssel]
+
+        map_batched(work, items, min_batch=_MIN_BATCH)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write_partial_many(self, store: Any, requests: Sequence[Any], value: np.ndarray, options: Any) -> None:
+        """Write ``value[out_selection]`` into every requested shard, each shard once."""
+        if not requests:
+            return
+        state = self._state_for(requests[0].spec)
+        cache = state.cache
+        keys = [r.key for r in requests]
+        cache.discard(store, keys)
+        # Shards written completely through a basic selection are built from the new values
+        # alone; every other shard is read first (fancy selections that happen to be complete
+        # are rare enough not to deserve their own path).
+        direct = [r.is_complete and _is_basic(_normalize(r.chunk_selection, len(r.spec.shape))) and _is_basic(_as_tuple(r.out_selection)) for r in requests]
+        partial = [i for i, d in enumerate(direct) if not d]
+        old: dict[int, Any] = {}
+        if partial:
+            try:
+                blobs = store.get_many([(requests[i].key, None) for i in partial])
+            except ShortReadError as exc:  # pragma: no cover - whole-object reads cannot be short
+                raise ShardError(f"array {options.array_path!r}: {exc}") from exc
+            old = dict(zip(partial, blobs))
+        items: list[Any] = []
+        carried: list[dict[int, Any]] = []
+        layouts: list[_Layout] = []
+        post_items: list[Any] = []
+        for sno, req in enumerate(requests):
+            layout = self._layout(tuple(req.spec.shape))
+            layouts.append(layout)
+            keep: dict[int, Any] = {}
+            carried.append(keep)
+            sel = _normalize(req.chunk_selection, len(layout.shard_shape))
+            if direct[sno]:
+                self._plan_complete_write(items, sno, layout, sel, value, req.out_selection, req.key)
+                continue
+            blob = old.get(sno)
+            if blob is not None:
+                index, stored, view = layout.split(blob, req.key)
+                offs = index[:, 0].tolist()
+                lens = index[:, 1].tolist()
+                for i in np.flatnonzero(stored).tolist():
+                    keep[i] = view[offs[i] : offs[i] + lens[i]]
+            self._plan_partial_write(items, post_items, sno, layout, sel, value, req.out_selection, keep, req.key)
+        if post_items:
+            # Fancy selections: decode the touched chunks into bounding boxes, assign, then the
+            # boxes' regions are encoded like any other item.
+            self._run_decode(state, [it for it in post_items if it[0] != "assign"])
+            for it in post_items:
+                if it[0] == "assign":
+                    it[1]()
+        parts = self._run_encode(state, items, options.write_empty_chunks, keys)
+        to_set: list[tuple[str, bytes]] = []
+        to_delete: list[str] = []
+        new_indexes: list[tuple[str, np.ndarray]] = []
+        for sno, req in enumerate(requests):
+            layout = layouts[sno]
+            chunks: list[Any] = [None] * layout.n
+            for i, b in carried[sno].items():
+                chunks[i] = b
+            for i, b in parts.get(sno, {}).items():
+                chunks[i] = b
+            shard = self._assemble(layout, chunks, new_indexes, req.key)
+            if shard is None:
+                to_delete.append(req.key)
+            else:
+                to_set.append((req.key, shard))
+        if to_set:
+            store.set_many(to_set)
+        if to_delete:
+            store.delete_many(to_delete)
+        for key, index in new_indexes:
+            cache.put(store, key, index)
+
+    def _plan_complete_write(
+        self, items: list[Any], sno: int, layout: _Layout, sel: tuple[Any, ...], value: np.ndarray, out_sel: Any, key: str
+    ) -> None:
+        """Items for a shard whose whole data region is written: no read."""
+        src = value[_view_sel(out_sel)]
+        # The data region of the shard (it ends early at the array's edge): the stops of the
+        # step-1 slices a complete selection consists of.
+        data_shape = []
+        for s, n in zip(sel, layout.shard_shape):
+            if isinstance(s, slice):
+                start, stop, _ = s.indices(n)
+                data_shape.append(stop)
+            else:
+                data_shape.append(1)
+        if src.ndim != len(data_shape):
+            src = src.reshape(tuple(data_shape))
+        full = tuple(data_shape) == layout.shard_shape
+        for i, region in enumerate(layout.full_slices()):
+            if full:
+                items.append((sno, i, ("full", src[region])))
+                continue
+            clipped = tuple(slice(r.start, min(r.stop, d)) for r, d in zip(region, data_shape))
+            if any(c.stop <= c.start for c in clipped):
+                items.append((sno, i, ("fill",)))
+                continue
+            inner = tuple(slice(0, c.stop - c.start) for c in clipped)
+            if all(c.stop - c.start == r.stop - r.start for c, r in zip(clipped, region)):
+                items.append((sno, i, ("full", src[region])))
+            else:
+                items.append((sno, i, ("merge", None, inner, src[clipped], key, layout)))
+
+    def _plan_partial_write(
+        self,
+        items: list[Any],
+        post_items: list[Any],
+        sno: int,
+        layout: _Layout,
+        sel: tuple[Any, ...],
+        value: np.ndarray,
+        out_sel: Any,
+        keep: dict[int, Any],
+        key: str,
+    ) -> None:
+        """Items for a shard written in part: touched inner chunks only (``keep`` loses them)."""
+        if _is_basic(sel) and _is_basic(_as_tuple(out_sel)):
+            src = value[_view_sel(out_sel)]
+            for flat, csel, osel, complete in _project_basic(sel, layout):
+                part = src[osel + (Ellipsis,)]
+                old = keep.pop(flat, None)
+                if complete:
+                    items.append((sno, flat, ("full", part.reshape(layout.chunk_shape))))
+                else:
+                    items.append((sno, flat, ("merge", old, csel, part, key, layout)))
+            return
+        flats, lo, bshape, shifted = _touched_fancy(sel, layout)
+        if len(flats) == 0:
+            return
+        cs = layout.chunk_shape
+        state = self._state
+        bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=state.dtype)
+        inner_coords_arr = np.stack(np.unravel_index(flats, layout.cps), axis=-1) if len(cs) else np.zeros((len(flats), 0), dtype=np.int64)
+        for flat, kc in zip(flats.tolist(), inner_coords_arr.tolist()):
+            region = tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs))
+            old = keep.pop(flat, None)
+            post_items.append((old, bbox, region, None, key, flat, layout))
+            items.append((sno, flat, ("full", bbox[region])))
+
+        def assign(_b: np.ndarray = bbox, _s: tuple = shifted, _v: np.ndarray = value, _o: Any = out_sel) -> None:
+            _b[_s] = _v[_o]
+
+        post_items.append(("assign", assign))
+
+    def _run_encode(self, state: _State, items: list[Any], write_empty: bool, keys: Sequence[str]) -> dict[int, dict[int, Any]]:
+        """Encode write items; returns ``{shard no: {flat: bytes or None}}``."""
+        if not items:
+            return {}
+        inner = state.inner
+        fill = _fill(state)
+        from chunkref.zarr.chunkio import is_fill
+
+        def work(batch: list[Any]) -> list[tuple[int, int, Any]]:
+            res = []
+            for sno, flat, src in batch:
+                kind = src[0]
+                if kind == "fill":
+                    chunk = np.full(inner.spec.shape, fill, dtype=state.dtype)
+                elif kind == "full":
+                    chunk = src[1]
+                else:
+                    old, isel, part = src[1], src[2], src[3]
+                    if old is not None:
+                        try:
+                            chunk = np.array(inner.decode(old), copy=True)
+                        except Exception as exc:
+                            layout = src[5]
+                            raise decode_error(keys[sno], inner_coords(flat, layout.cps), exc) from exc
+                    else:
+                        chunk = np.full(inner.spec.shape, fill, dtype=state.dtype)
+                    chunk[isel] = part
+                prepared = inner.encode_contiguous(chunk)
+                if not write_empty:
+                    probe = prepared if not inner.fast or prepared.dtype == state.dtype else np.ascontiguousarray(chunk)
+                    if is_fill(probe, fill):
+                        res.append((sno, flat, None))
+                        continue
+                try:
+                    encoded = inner.encode(prepared)
+                except ChunkrefError:
+                    raise
+                except Exception as exc:
+                    raise CodecError(
+                        f"shard {keys[sno]!r}: inner chunk {flat} could not be encoded: {type(exc).__name__}: {exc}"
+                    ) from exc
+                res.append((sno, flat, encoded))
+            return res
+
+        out: dict[int, dict[int, Any]] = {}
+        for part in map_batched(work, items, min_batch=_MIN_BATCH):
+            for sno, flat, enc in part:
+                out.setdefault(sno, {})[flat] = enc
+        return out
+
+    def _assemble(
+        self, layout: _Layout, chunks: list[Any], new_indexes: list[Any] | None = None, key: str | None = None
+    ) -> bytes | None:
+        """Lay out a shard: chunks in C order, compacted, index at start or end; None if empty."""
+        from chunkref.zarr.codecs.shard_index import empty_index
+
+        n = layout.n
+        lens = np.fromiter((0 if c is None else _blen(c) for c in chunks), dtype=np.int64, count=n)
+        present = lens > 0
+        if not present.any():
+            return None
+        base = layout.index_nbytes if layout.at_start else 0
+        ends = np.cumsum(lens)
+        index = empty_index(n)
+        index[present, 0] = (base + ends - lens)[present]
+        index[present, 1] = lens[present]
+        idx = layout.index.encode(index)
+        body = [c for c in chunks if c is not None and _blen(c)]
+        if layout.at_start:
+            shard = b"".join([idx, *body])
+        else:
+            shard = b"".join([*body, idx])
+        if new_indexes is not None and key is not None:
+            new_indexes.append((key, index))
+        return shard
+
+
+class _StaleIndex(Exception):
+    """A cached index pointed at a shard that no longer exists (internal; triggers a re-read)."""
+
+
+_EMPTY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _same_fill(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        return bool(np.asarray(a).tobytes() == np.asarray(b, dtype=np.asarray(a).dtype).tobytes())
+    except (TypeError, ValueError):
+        return bool(a == b)
+
+
+def _fill(state: _State) -> Any:
+    if state.fill_value is None:
+        return np.zeros((), dtype=state.dtype)[()] if not state.dtype.hasobject else ""
+    return state.fill_value
+
+
+def _slices_for(index: np.ndarray, stored: np.ndarray, view: memoryview, flats: np.ndarray) -> list[Any]:
+    ent = index[flats]
+    st = stored[flats].tolist()
+    offs = ent[:, 0].tolist()
+    lens = ent[:, 1].tolist()
+    return [view[o : o + n] if s else None for o, n, s in zip(offs, lens, st)]
+
+
+def _plan_selection(
+    items: list[Any],
+    layout: _Layout,
+    key: str,
+    out: np.ndarray,
+    sel: tuple[Any, ...],
+    out_sel: Any,
+    data_for: Any,
+) -> list[Any] | None:
+    """Queue decode items for ``out[out_sel] = shard[sel]``.
+
+    ``data_for(flats)`` gives the stored bytes (or None for empty) of the inner chunks at
+    ``flats``.  Basic selections decode straight into ``out``; others into a bounding-box
+    buffer, with a returned post-step that applies the selection.
+    """
+    if _is_basic(sel) and _is_basic(_as_tuple(out_sel)):
+        proj = _project_basic(sel, layout)
+        if not proj:
+            return None
+        dst = out[_view_sel(out_sel)]
+        flats = np.fromiter((p[0] for p in proj), dtype=np.int64, count=len(proj))
+        datas = data_for(flats)
+        for (flat, csel, os_, _), data in zip(proj, datas):
+            full = all(isinstance(c, slice) and c.start == 0 and c.stop == n and c.step in (None, 1) for c, n in zip(csel, layout.chunk_shape))
+            items.append((data, dst, os_ if os_ else (), None if full else csel, key, flat, layout))
+        return None
+    flats, lo, bshape, shifted = _touched_fancy(sel, layout)
+    if len(flats) == 0:
+        return None
+    cs = layout.chunk_shape
+    bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=out.dtype)
+    coords = np.stack(np.unravel_index(flats, layout.cps), axis=-1) if cs else np.zeros((len(flats), 0), dtype=np.int64)
+    datas = data_for(flats)
+    for flat, kc, data in zip(flats.tolist(), coords.tolist(), datas):
+        region = tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs))
+        items.append((data, bbox, region, None, key, flat, layout))
+
+    def finish(_b: np.ndarray = bbox, _s: tuple = shifted) -> None:
+        out[out_sel] = _b[_s]
+
+    return [finish]
+
+
+register_codec(ShardingCodec)
