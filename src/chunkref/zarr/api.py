@@ -35,7 +35,7 @@ from chunkref.storage.memory import MemoryStore
 from chunkref.zarr import nodes
 from chunkref.zarr.array import Array, resolve_array_config
 from chunkref.zarr.group import Group
-from chunkref.zarr.metadata import GroupMetadata, make_array_metadata
+from chunkref.zarr.metadata import DEFAULT_FILL, GroupMetadata, make_array_metadata
 
 _MODES = ("r", "r+", "a", "w", "w-")
 StoreLike = Store | str | os.PathLike | MutableMapping | None
@@ -249,23 +249,24 @@ def create_array(
     st = as_store(store, mode="a", storage_options=storage_options)
     fmt = int(zarr_format or global_config.get("default_zarr_format"))
     shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-    np_dtype = dtype if isinstance(dtype, np.dtype) else _parse_user_dtype(dtype)
+    itemsize = _itemsize_hint(dtype)
     settings = resolve_array_config(config)
     if order is not None:
         settings["order"] = order
     if isinstance(chunks, str):
         if chunks != "auto":
             raise InvalidArgumentError(f"chunks must be 'auto', an int or a tuple, got {chunks!r}")
-        chunks = guess_chunks(shape_t, np_dtype.itemsize if not np_dtype.hasobject else 16)
+        chunks = guess_chunks(shape_t, itemsize)
         if shards is not None:
             shards_t = tuple(int(s) for s in shards)
             chunks = tuple(math.gcd(c, s) if s % c else c for c, s in zip(chunks, shards_t))
     meta = make_array_metadata(
         shape=shape_t,
-        dtype=np_dtype,
+        dtype=dtype,
         chunks=chunks,
         shards=shards,
-        fill_value=fill_value,
+        # None means "the default for the dtype" as in zarr-python (never v2's null).
+        fill_value=DEFAULT_FILL if fill_value is None else fill_value,
         zarr_format=fmt,
         compressors=compressors,
         filters=filters,
@@ -283,15 +284,13 @@ def create_array(
     return arr
 
 
-def _parse_user_dtype(dtype: Any) -> np.dtype:
-    if dtype is str or dtype == "str" or dtype == "string":
-        return np.dtype(object)
-    if dtype is bytes:
-        return np.dtype(object)
+def _itemsize_hint(dtype: Any) -> int:
+    """Bytes per element for sizing automatic chunks (variable-length types count as 16)."""
     try:
-        return np.dtype(dtype)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"not a data type: {dtype!r}") from exc
+        dt = np.dtype(dtype)
+    except TypeError:
+        return 16
+    return 16 if dt.hasobject or dt.itemsize == 0 else dt.itemsize
 
 
 def from_array(
