@@ -192,9 +192,20 @@ class _Vectorised:
         axis_mod.SMALL_AXIS_CHUNKS = self.saved
 
 
+def _check_nested(ix, store):
+    """A chunk selection is itself a numpy selection of the chunk: re-indexing it over an inner
+    grid (what sharding does) with kind "basic" gives ``chunk[chunk_selection]``."""
+    for p in ix.projections()[:3]:
+        chunk = store[p.coords]
+        inner = RegularGrid(chunk.shape, tuple(max(1, n // 2) for n in chunk.shape))
+        nested = make_indexer(p.chunk_selection, inner, "basic")
+        np.testing.assert_array_equal(read(nested, split_chunks(chunk, inner)), chunk[p.chunk_selection])
+
+
 def _roundtrip(a, grid, ix, expected_read, expected_after_write, value):
     store = split_chunks(a, grid)
     check_projections(ix, grid)
+    _check_nested(ix, store)
     got = read(ix, store)
     assert got.shape == expected_read.shape
     np.testing.assert_array_equal(got, expected_read)

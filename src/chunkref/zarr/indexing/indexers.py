@@ -145,25 +145,12 @@ def _as_index_array(s: Any) -> np.ndarray:
     return s
 
 
-def _outer(sel: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Rewrite a selection with several arrays (or an array and ints) as an outer selection.
-
-    numpy broadcasts index arrays together (and moves the result to the front when advanced
-    indices are not adjacent); making *every* non-int entry an index array shaped to broadcast
-    along its own result axis gives the orthogonal result, in axis order, with ints dropped.
-    """
-    kept = sum(1 for s in sel if type(s) is not int)
-    out = []
-    j = 0
-    for s in sel:
-        if type(s) is int:
-            out.append(s)
-            continue
-        shape = [1] * kept
-        shape[j] = -1
-        out.append(_as_index_array(s).reshape(shape))
-        j += 1
-    return tuple(out)
+def _outer_forms(sels: list[Any], position: int, kept: int) -> list[np.ndarray]:
+    """Every selection of one axis as an index array shaped to broadcast along result axis
+    ``position`` of ``kept`` result axes (the ``np.ix_`` form)."""
+    shape = [1] * kept
+    shape[position] = -1
+    return [_as_index_array(s).reshape(shape) for s in sels]
 
 
 class ProductIndexer(Indexer):
@@ -202,34 +189,50 @@ class ProductIndexer(Indexer):
         return math.prod(len(c) for c in self._chunks)
 
     def __iter__(self) -> Iterator[ChunkProjection]:
-        it = map(
-            ChunkProjection._make,
-            zip(
-                product(*self._chunks),
-                product(*self._chunk_sels),
-                product(*self._out_sels),
-                map(all, product(*self._complete)),
-            ),
+        plain = zip(
+            product(*self._chunks),
+            product(*self._chunk_sels),
+            product(*self._out_sels),
+            map(all, product(*self._complete)),
         )
         if not self._has_arrays:
-            return it
-        return map(self._fix_fancy, it)
+            return map(ChunkProjection._make, plain)
+        return self._iter_fancy()
 
     def projections(self) -> list[ChunkProjection]:
         return list(iter(self))
 
-    def _fix_fancy(self, p: ChunkProjection) -> ChunkProjection:
-        """Keep ``chunk[cs]`` and ``buffer[os]`` orthogonal when arrays appear in them."""
-        cs, os = p.chunk_selection, p.out_selection
-        n = sum(1 for s in cs if type(s) is np.ndarray)
-        changed = False
-        if n >= 2 or (n == 1 and self._has_ints):
-            cs = _outer(cs)
-            changed = True
-        if sum(1 for s in os if type(s) is np.ndarray) >= 2:
-            os = _outer(os)
-            changed = True
-        return ChunkProjection(p.coords, cs, os, p.is_complete) if changed else p
+    def _iter_fancy(self) -> Iterator[ChunkProjection]:
+        """Orthogonal selections with index arrays.
+
+        numpy broadcasts several index arrays together (and moves the broadcast axes to the
+        front when an int separates them from the rest), which is not the outer product.  A
+        chunk (or output) selection holding two or more arrays -- or one array and an int --
+        is therefore given in ``np.ix_`` form: every non-int entry an index array shaped to
+        broadcast along its own result axis.  The forms are built once per axis and chunk.
+        """
+        axes = self._axes
+        kept_axes = [a for a, ax in enumerate(axes) if not ax.dropped]
+        cs_outer = [ax.chunk_sels for ax in axes]
+        for j, a in enumerate(kept_axes):
+            cs_outer[a] = _outer_forms(axes[a].chunk_sels, j, len(kept_axes))
+        os_outer = [_outer_forms(sels, j, len(self._out_sels)) for j, sels in enumerate(self._out_sels)]
+        cs_flags = [[type(s) is np.ndarray for s in ax.chunk_sels] for ax in axes]
+        os_flags = [[type(s) is np.ndarray for s in sels] for sels in self._out_sels]
+        cs_limit = 1 if self._has_ints else 2
+        for coords, cs, cso, csf, os, oso, osf, comp in zip(
+            product(*self._chunks),
+            product(*self._chunk_sels),
+            product(*cs_outer),
+            product(*cs_flags),
+            product(*self._out_sels),
+            product(*os_outer),
+            product(*os_flags),
+            product(*self._complete),
+        ):
+            yield ChunkProjection(
+                coords, cso if sum(csf) >= cs_limit else cs, oso if sum(osf) >= 2 else os, all(comp)
+            )
 
     def chunk_coords(self) -> np.ndarray:
         ndim = len(self._chunks)
@@ -356,45 +359,50 @@ class VindexIndexer(Indexer):
         """Group points by chunk over the advanced axes: coords, chunk sels, out sels, complete."""
         grid = self.grid
         axes = self._adv_axes
-        cidx = [np.asarray(grid.chunk_index(a, x), dtype=np.int64) for a, x in zip(axes, points)]
+        cidx, local = zip(*(_chunk_and_local(grid, a, x) for a, x in zip(axes, points)))
         gshape = tuple(grid.grid_shape[a] for a in axes)
-        flat = cidx[0] if len(axes) == 1 else np.ravel_multi_index(tuple(cidx), gshape)
+        flat = cidx[0] if len(axes) == 1 else np.ravel_multi_index(cidx, gshape)
         order: np.ndarray | None = None
         if npts > 1 and (flat[1:] < flat[:-1]).any():
             # Stable, so duplicate points keep their order and a write keeps numpy's last-wins.
             order = np.argsort(flat, kind="stable")
             flat = flat[order]
-            cidx = [c[order] for c in cidx]
-            points = [x[order] for x in points]
+            local = tuple(loc[order] for loc in local)
         bounds = np.flatnonzero(flat[1:] != flat[:-1]) + 1
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [npts]))
-        local = [x - grid.offsets[a][c] for a, x, c in zip(axes, points, cidx)]
-        # Complete: the chunk's data points, each once, in C order (flat index 0, 1, 2, ...).
-        dl = [
-            np.minimum(grid.offsets[a][c + 1], grid.shape[a]) - grid.offsets[a][c] for a, c in zip(axes, cidx)
-        ]
-        lf = local[0]
-        expected = dl[0]
-        for loc, d in zip(local[1:], dl[1:]):
-            lf = lf * d + loc
-            expected = expected * d
         counts = ends - starts
-        complete = (
-            (counts == expected[starts]) & (lf[starts] == 0) & (_break_counts(lf, starts, ends) == 0)
-        ).tolist()
+        first = starts if order is None else order[starts]
+        gcidx = [c[first] for c in cidx]
+        # Complete: the chunk's data points, each once, in C order (flat index 0, 1, 2, ...).
+        # Only groups with exactly as many points as the chunk has data can be; check those.
+        gdl = [
+            np.minimum(grid.offsets[a][c + 1], grid.shape[a]) - grid.offsets[a][c]
+            for a, c in zip(axes, gcidx)
+        ]
+        expected = gdl[0]
+        for d in gdl[1:]:
+            expected = expected * d
+        complete_arr = counts == expected
+        if complete_arr.any():
+            lf = local[0]
+            for loc, d in zip(local[1:], gdl[1:]):
+                lf = lf * np.repeat(d, counts) + loc
+            complete_arr &= (lf[starts] == 0) & (_break_counts(lf, starts, ends) == 0)
+        complete = complete_arr.tolist()
+        s_list = starts.tolist()
+        e_list = ends.tolist()
         if order is None:
-            out_run = [True] * len(starts)
-            first_out = starts.tolist()
+            out_sels: list[Any] = [slice(s, e) for s, e in zip(s_list, e_list)]
         else:
             out_run = (_break_counts(order, starts, ends) == 0).tolist()
-            first_out = order[starts].tolist()
-        coords = np.stack([c[starts] for c in cidx], axis=-1)
-        chunk_sels = []
-        out_sels = []
-        for s, e, run, fo in zip(starts.tolist(), ends.tolist(), out_run, first_out):
-            chunk_sels.append(tuple(loc[s:e] for loc in local))
-            out_sels.append(slice(fo, fo + e - s) if run else order[s:e])  # type: ignore[index]
+            out_sels = [
+                slice(f, f + e - s) if run else order[s:e]
+                for s, e, run, f in zip(s_list, e_list, out_run, first.tolist())
+            ]
+        per_axis = [[loc[s:e] for s, e in zip(s_list, e_list)] for loc in local]
+        chunk_sels = list(zip(*per_axis))
+        coords = np.stack(gcidx, axis=-1)
         return coords, chunk_sels, out_sels, complete
 
     def _build(self, points: list[np.ndarray], npts: int) -> list[ChunkProjection]:
@@ -449,6 +457,17 @@ class VindexIndexer(Indexer):
         if not self._projections:
             return np.zeros((0, self.grid.ndim), dtype=np.int64)
         return np.array([p.coords for p in self._projections], dtype=np.int64).reshape(-1, self.grid.ndim)
+
+
+def _chunk_and_local(grid: ChunkGrid, axis: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk index of every position along ``axis`` and its offset inside the chunk."""
+    if grid.is_regular:
+        c = grid.chunk_shape[axis]  # type: ignore[attr-defined]
+        k = x // c
+        return k, x - k * c
+    o = grid.offsets[axis]
+    k = np.searchsorted(o, x, side="right") - 1
+    return k, x - o[k]
 
 
 # --- blocks -----------------------------------------------------------------------------------
