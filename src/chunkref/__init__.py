@@ -6,6 +6,7 @@ works for the calls both libraries share.
 
 from chunkref import errors
 from chunkref.config import config
+from chunkref.entry import open, scan
 from chunkref.zarr.api import (
     array,
     as_store,
@@ -14,7 +15,6 @@ from chunkref.zarr.api import (
     create_array,
     create_group,
     from_array,
-    open,
     open_array,
     open_group,
 )
@@ -41,4 +41,5 @@ __all__ = [
     "open",
     "open_array",
     "open_group",
+    "scan",
 ]
