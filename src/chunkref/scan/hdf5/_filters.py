@@ -73,7 +73,7 @@ def _imagecodecs_available() -> bool:
     return True
 
 
-def filter_codec(flt: Filter, itemsize: int, nbit_kinds: str) -> dict[str, Any]:
+def filter_codec(flt: Filter, itemsize: int, nbit_kinds: str, chunk_nbytes: int = 0) -> dict[str, Any]:
     """The numcodecs configuration decoding one HDF5 filter.
 
     Parameters
@@ -84,6 +84,8 @@ def filter_codec(flt: Filter, itemsize: int, nbit_kinds: str) -> dict[str, Any]:
         Size of one dataset element (what shuffle and bitshuffle transpose).
     nbit_kinds
         The atomic field kinds of the dataset's type (for the n-bit codec).
+    chunk_nbytes
+        Decoded size of one chunk (LZF streams do not record it).
     """
     cd = flt.cd_values
     fid = flt.id
@@ -126,7 +128,10 @@ def filter_codec(flt: Filter, itemsize: int, nbit_kinds: str) -> dict[str, Any]:
             f"{needs_imagecodecs[fid]} filter ({fid}) needs the imagecodecs package (pip install 'chunkref[hdf5]')"
         )
     if fid == FILTER_LZF:
-        return {"id": "imagecodecs_lzf", "header": False}
+        nbytes = cd[2] if len(cd) > 2 and cd[2] else chunk_nbytes
+        if not nbytes:
+            raise FilterRefusal("lzf filter without the chunk size parameter")
+        return {"id": "chunkref.hdf5.lzf", "nbytes": nbytes}
     if fid == FILTER_SZIP:
         if len(cd) < 4:
             raise FilterRefusal(f"szip filter with {len(cd)} parameters (the file is damaged)")
@@ -155,9 +160,11 @@ def filter_codec(flt: Filter, itemsize: int, nbit_kinds: str) -> dict[str, Any]:
     raise FilterRefusal(f"HDF5 filter {fid} ({flt.name or 'unnamed'}) has no decoder in chunkref")
 
 
-def pipeline_codecs(filters: list[Filter], itemsize: int, nbit_kinds: str) -> list[dict[str, Any]]:
+def pipeline_codecs(
+    filters: list[Filter], itemsize: int, nbit_kinds: str, chunk_nbytes: int = 0
+) -> list[dict[str, Any]]:
     """numcodecs configurations for a whole pipeline, in HDF5 write order."""
-    return [filter_codec(f, itemsize, nbit_kinds) for f in filters]
+    return [filter_codec(f, itemsize, nbit_kinds, chunk_nbytes) for f in filters]
 
 
 def v3_codec(config: dict[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,9 @@ class _Scanner:
         # netCDF-C numbers phony dimensions across the file; lengths are reused per group.
         self._phony_counter = 0
         self._phony_by_group: dict[str, dict[int, list[str]]] = {}
+        # Per array: the identity of each axis' dimension (scale path or phony name) and
+        # whether the axis is unlimited, to give netCDF unlimited dimensions one length.
+        self._axes: dict[str, tuple[list[str], tuple]] = {}
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class _Scanner:
         try:
             self.manifest.location = None
             self.walk_group(root, root.h5["/"], "", (self._key(root, root.h5["/"]),), depth=0)
+            self.unify_unlimited()
         except ScanError:
             raise
         except Exception as exc:
@@ -214,7 +218,8 @@ class _Scanner:
         if isinstance(obj, h5py.Group):
             key = self._key(target_of, obj)
             if key in ancestors:
-                raise Refusal(f"link cycle: {path} points back to its ancestor {obj.name}")
+                target = link.path if isinstance(link, h5py.SoftLink) else obj.name
+                raise Refusal(f"link cycle: {path} points back to its ancestor {target}")
             self.walk_group(target_of, obj, path, (*ancestors, key), depth)
         elif isinstance(obj, h5py.Dataset):
             self.dataset(target_of, obj, path)
@@ -287,8 +292,7 @@ class _Scanner:
             self.materialised(of, ds, path, tinfo, shape, attrs, dims)
             return
         if layout == h5d.CHUNKED:
-            chunks, table = self.chunked(of, ds, path, tinfo, filters)
-            codecs = pipeline_codecs(filters, tinfo.dtype.itemsize, tinfo.nbit_kinds)
+            chunks, table, codecs = self.chunked(of, ds, path, tinfo, filters)
         elif layout == h5d.CONTIGUOUS:
             chunks, table = self.contiguous(of, ds, dcpl, tinfo, shape)
             codecs = []
@@ -304,11 +308,13 @@ class _Scanner:
 
     def chunked(
         self, of: OpenFile, ds: h5py.Dataset, path: str, tinfo: TypeInfo, filters: list[Filter]
-    ) -> tuple[tuple[int, ...], ChunkTable]:
+    ) -> tuple[tuple[int, ...], ChunkTable, list[dict]]:
         h5chunks = tuple(int(c) for c in ds.chunks)
         # Validate the pipeline before listing chunks (a refusal costs no index walk).
         try:
-            codecs = pipeline_codecs(filters, tinfo.dtype.itemsize, tinfo.nbit_kinds)
+            codecs = pipeline_codecs(
+                filters, tinfo.dtype.itemsize, tinfo.nbit_kinds, _chunk_nbytes(h5chunks + tinfo.extra_shape, tinfo)
+            )
         except FilterRefusal as exc:
             raise Refusal(str(exc)) from exc
         self._check_codecs(codecs)
@@ -320,8 +326,8 @@ class _Scanner:
         chunks = h5chunks + tinfo.extra_shape
         table = ChunkTable.empty(grid + (1,) * len(tinfo.extra_shape))
         src = self.source(of)
-        offsets = cols.offset + np.uint64(of.userblock)
-        table.set_refs(cols.flat, src, offsets, cols.length)
+        # chunk_iter and H5Dget_offset report absolute file positions (user block included).
+        table.set_refs(cols.flat, src, cols.offset, cols.length)
         masked = np.nonzero(cols.filter_mask)[0]
         if masked.size:
             self._reencode(ds, path, tinfo, filters, codecs, table, cols, masked, h5chunks, grid)
@@ -330,7 +336,7 @@ class _Scanner:
             coords = np.unravel_index(int(cols.flat[i]), grid)
             fmask, data = ds.id.read_direct_chunk(tuple(int(c) * s for c, s in zip(coords, h5chunks)))
             table.set_inline(tuple(int(c) for c in coords) + (0,) * len(tinfo.extra_shape), bytes(data))
-        return chunks, table
+        return chunks, table, codecs
 
     def _check_codecs(self, codecs: list[dict]) -> None:
         for conf in codecs:
@@ -404,12 +410,12 @@ class _Scanner:
         if offset is None or nbytes == 0:
             return chunk_shape, table  # no storage allocated: every chunk reads as the fill value
         if nbytes <= self.inline_threshold:
-            table.set_inline((0,) * len(shape), np.ascontiguousarray(ds[()], dtype=tinfo.dtype).tobytes())
+            table.set_inline((0,) * len(shape), _element_bytes(ds, tinfo))
             return chunk_shape, table
         storage = ds.id.get_storage_size()
         if storage < nbytes:
             raise Refusal(f"contiguous storage of {storage} bytes is smaller than the {nbytes}-byte dataset")
-        flat, offsets, piece = contiguous_refs(int(offset) + of.userblock, shape, chunk_shape, itemsize)
+        flat, offsets, piece = contiguous_refs(int(offset), shape, chunk_shape, itemsize)
         table.set_refs(flat, self.source(of), offsets, np.uint64(piece))
         return chunk_shape, table
 
@@ -449,8 +455,7 @@ class _Scanner:
         chunk_shape = tuple(max(1, s) for s in shape)
         table = ChunkTable.empty((1,) * len(shape) if all(shape) else tuple(0 if s == 0 else 1 for s in shape))
         if table.nchunks:
-            data = np.ascontiguousarray(ds[()], dtype=tinfo.dtype)
-            table.set_inline((0,) * len(shape), data.tobytes())
+            table.set_inline((0,) * len(shape), _element_bytes(ds, tinfo))
         return chunk_shape, table
 
     def materialised(
@@ -560,7 +565,7 @@ class _Scanner:
         first_src = mappings[0][3]
         filters = read_pipeline(first_src.id.get_create_plist()) if lay == h5d.CHUNKED else []
         try:
-            codecs = pipeline_codecs(filters, tinfo.dtype.itemsize, tinfo.nbit_kinds)
+            codecs = pipeline_codecs(filters, tinfo.dtype.itemsize, tinfo.nbit_kinds, _chunk_nbytes(chunks, tinfo))
         except FilterRefusal as exc:
             raise Refusal(str(exc)) from exc
         self._check_codecs(codecs)
@@ -572,13 +577,13 @@ class _Scanner:
                 if cols.filter_mask.any():
                     raise Refusal("a virtual source stores chunks with filters skipped")
                 local = np.stack(np.unravel_index(cols.flat, sgrid), axis=1) if cols.flat.size else np.zeros((0, len(grid)), np.int64)
-                offsets, lengths = cols.offset + np.uint64(sof.userblock), cols.length
+                offsets, lengths = cols.offset, cols.length
             else:
                 off = src.id.get_offset()
                 if off is None:
                     continue
                 local = np.zeros((1, len(grid)), np.int64)
-                offsets = np.array([int(off) + sof.userblock], np.uint64)
+                offsets = np.array([int(off)], np.uint64)
                 lengths = np.array([math.prod(src.shape) * tinfo.dtype.itemsize], np.uint64)
             if local.shape[0] == 0:
                 continue
@@ -594,15 +599,19 @@ class _Scanner:
     def dimension_names(self, of: OpenFile, ds: h5py.Dataset, path: str, raw_attrs: dict) -> list[str]:
         ndim = len(ds.shape)
         names: list[str | None] = [None] * ndim
+        ids: list[str | None] = [None] * ndim
         if _is_dimension_scale(raw_attrs) and ndim >= 1:
             names[0] = _dim_name(ds.name)
+            ids[0] = f"{of.url}:{ds.name}"
         if "DIMENSION_LIST" in raw_attrs:
             dl = raw_attrs["DIMENSION_LIST"]
             for axis in range(min(ndim, len(dl))):
                 refs = dl[axis]
                 if names[axis] is None and len(refs):
                     try:
-                        names[axis] = _dim_name(of.h5[refs[0]].name)
+                        scale_name = of.h5[refs[0]].name
+                        names[axis] = _dim_name(scale_name)
+                        ids[axis] = f"{of.url}:{scale_name}"
                     except Exception:  # a dangling scale reference: fall back to a phony name
                         names[axis] = None
         group = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -620,7 +629,66 @@ class _Scanner:
                 candidates.append(name)
             used.add(name)
             names[axis] = name
+            ids[axis] = f"phony:{group}:{name}"
+        self._axes[path] = ([str(i) for i in ids], tuple(ds.maxshape or ()))
         return [str(n) for n in names]
+
+    def unify_unlimited(self) -> None:
+        """Give every array the current length of its netCDF unlimited dimensions.
+
+        netCDF-4 variables along an unlimited dimension read as fill beyond their own HDF5
+        extent up to the dimension's length (the longest variable); xarray needs equal sizes.
+        An array is extended only when its extent ends on a chunk boundary, so the added
+        region is made of whole absent chunks (reading as the fill value); otherwise the bytes
+        HDF5 left in the partial chunk past the extent are unspecified, and it keeps its shape.
+        """
+        lengths: dict[str, int] = {}
+        for path, (ids, _maxshape) in self._axes.items():
+            if path not in self.manifest.tables:
+                continue
+            shape = _array_shape(self.manifest.nodes[path])
+            for axis, dim in enumerate(ids):
+                if axis < len(shape):
+                    lengths[dim] = max(lengths.get(dim, 0), shape[axis])
+        for path, (ids, maxshape) in self._axes.items():
+            if path not in self.manifest.tables:
+                continue
+            docs = self.manifest.nodes[path]
+            shape = list(_array_shape(docs))
+            chunks = _array_chunks(docs)
+            new = list(shape)
+            for axis, dim in enumerate(ids):
+                if axis < len(maxshape) and maxshape[axis] is None and lengths.get(dim, 0) > shape[axis]:
+                    if shape[axis] % chunks[axis] == 0:
+                        new[axis] = lengths[dim]
+            if new != shape:
+                self._grow(path, tuple(shape), tuple(new), chunks)
+
+    def _grow(self, path: str, old: tuple[int, ...], new: tuple[int, ...], chunks: tuple[int, ...]) -> None:
+        old_t = self.manifest.tables[path]
+        grid = tuple(math.ceil(s / c) for s, c in zip(new, chunks))
+        table = ChunkTable.empty(grid)
+        present = np.nonzero(old_t.present())[0]
+        if present.size:
+            coords = np.unravel_index(present, old_t.grid_shape)
+            flat = np.ravel_multi_index(coords, grid)
+            inline = present[old_t.source[present] < 0]
+            refs = present[old_t.source[present] >= 0]
+            ref_flat = flat[old_t.source[present] >= 0]
+            table.set_refs(ref_flat, old_t.source[refs], old_t.offset[refs], old_t.length[refs])
+            for old_flat, new_flat in zip(inline.tolist(), flat[old_t.source[present] < 0].tolist()):
+                table.set_inline(np.unravel_index(new_flat, grid), old_t.inline[old_flat])
+        docs = self.manifest.nodes[path]
+        if "zarr.json" in docs:
+            docs["zarr.json"]["shape"] = list(new)
+        else:
+            docs[".zarray"]["shape"] = list(new)
+            if docs[".zarray"]["fill_value"] is None:
+                # The added region must read as the HDF5 fill value, which v2 null cannot say.
+                self.manifest.refuse(path, "extended along an unlimited dimension but Zarr v2 has no fill value for it")
+                self.manifest.remove(path)
+                return
+        self.manifest.add_array(path, dict(docs), table)
 
     # -- metadata --------------------------------------------------------------------------------
 
@@ -705,6 +773,31 @@ class _Scanner:
         self.manifest.add_array(path, {".zarray": zarray, ".zattrs": zattrs}, table)
 
 
+def _array_shape(docs: dict) -> tuple[int, ...]:
+    doc = docs.get("zarr.json") or docs[".zarray"]
+    return tuple(doc["shape"])
+
+
+def _array_chunks(docs: dict) -> tuple[int, ...]:
+    if "zarr.json" in docs:
+        return tuple(docs["zarr.json"]["chunk_grid"]["configuration"]["chunk_shape"])
+    return tuple(docs[".zarray"]["chunks"])
+
+
+def _chunk_nbytes(chunks: tuple[int, ...], tinfo: TypeInfo) -> int:
+    return math.prod(chunks) * tinfo.dtype.itemsize
+
+
+def _element_bytes(ds: h5py.Dataset, tinfo: TypeInfo) -> bytes:
+    """The dataset's values as stored bytes (read through h5py, whose dtype keeps the layout)."""
+    data = np.ascontiguousarray(ds[()])
+    if data.dtype.itemsize != tinfo.dtype.itemsize:
+        raise Refusal(f"h5py reads {data.dtype} elements, the stored type has {tinfo.dtype.itemsize} bytes")
+    if data.dtype.names is None and data.dtype != tinfo.dtype:
+        data = data.astype(tinfo.dtype)  # e.g. enum -> base integer in the stored byte order
+    return data.tobytes()
+
+
 def _cast_fill(value: Any, dtype: np.dtype) -> Any:
     """The HDF5 fill value as a scalar of ``dtype`` (h5py hands back numpy scalars or bytes)."""
     if dtype.kind in "SV" or dtype.names is not None:
@@ -741,7 +834,8 @@ def _single_block(space: h5s.SpaceID, shape: tuple[int, ...]) -> tuple[tuple[int
     """(start, shape) of a selection that is one rectangular block, else (None, None)."""
     sel = space.get_select_type()
     if sel == h5s.SEL_ALL:
-        return (0,) * len(shape), tuple(int(s) for s in space.shape)
+        # A stored "all" selection may carry no extent: it covers the whole dataset.
+        return (0,) * len(shape), tuple(int(s) for s in shape)
     if sel != h5s.SEL_HYPERSLABS:
         return None, None
     if space.get_select_hyper_nblocks() != 1:
