@@ -351,21 +351,28 @@ class Array:
         )
 
     def _requests(self, indexer: Any) -> list[chunkio.ChunkRequest]:
-        meta = self._metadata
         grid = self.chunk_grid
         prefix = node_prefix(self._path)
         fill = self._fill_for_io()
         dtype = self.dtype
-        regular_spec = ChunkSpec(grid.chunk_shape, dtype, fill) if grid.is_regular else None  # type: ignore[attr-defined]
-        requests = []
-        for p in indexer:
-            spec = regular_spec or ChunkSpec(grid.chunk_shape_at(p.coords), dtype, fill)
-            requests.append(
-                chunkio.ChunkRequest(
-                    prefix + meta.chunk_key(p.coords), p.coords, spec, p.chunk_selection, p.out_selection, p.is_complete
-                )
-            )
-        return requests
+        projections = indexer.projections()
+        if not projections:
+            return []
+        # Keys for all chunks at once (vectorised string building), then one request each.
+        coords = np.array([p.coords for p in projections], dtype=np.int64).reshape(len(projections), grid.ndim)
+        keys = self._metadata.chunk_keys(coords)
+        Req = chunkio.ChunkRequest
+        if grid.is_regular:
+            spec = ChunkSpec(grid.chunk_shape, dtype, fill)  # type: ignore[attr-defined]
+            return [
+                Req(prefix + k, p.coords, spec, p.chunk_selection, p.out_selection, p.is_complete)
+                for k, p in zip(keys, projections)
+            ]
+        return [
+            Req(prefix + k, p.coords, ChunkSpec(grid.chunk_shape_at(p.coords), dtype, fill), p.chunk_selection,
+                p.out_selection, p.is_complete)
+            for k, p in zip(keys, projections)
+        ]
 
     def _fill_for_io(self) -> Any:
         fill = self.fill_value

@@ -85,7 +85,16 @@ def read_chunks(
             chunk = decode_chunk(pipeline, data, req)
             out[req.out_selection] = chunk[req.chunk_selection]
 
-    map_batched(work, list(zip(requests, blobs)))
+    map_batched(work, list(zip(requests, blobs)), min_batch=_min_batch(requests))
+
+
+# A thread-pool task costs ~14 µs: give each task at least this many bytes of chunk data.
+_BATCH_BYTES = 256 << 10
+
+
+def _min_batch(requests: Sequence[ChunkRequest]) -> int:
+    nbytes = requests[0].spec.nbytes or 1 << 16
+    return max(1, _BATCH_BYTES // max(1, nbytes))
 
 
 def decode_chunk(pipeline: Any, data: bytes, req: ChunkRequest) -> np.ndarray:
@@ -155,7 +164,7 @@ def write_chunks(
             results.append((req.key, encoded))
         return results
 
-    results = [item for part in map_batched(work, list(requests)) for item in part]
+    results = [item for part in map_batched(work, list(requests), min_batch=_min_batch(requests)) for item in part]
     to_set = [(k, v) for k, v in results if v is not None]
     to_delete = [k for k, v in results if v is None]
     if to_set:
