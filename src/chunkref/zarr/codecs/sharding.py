@@ -729,6 +729,7 @@ class ShardingCodec(ArrayBytesCodec):
         ids: list[np.ndarray] = []
         from_cache = any(c for _, _, _, c in partial)
         range_owner: list[tuple[int, np.ndarray]] = []
+        range_flats: list[np.ndarray] = []
         for sno, (req, layout, index, _) in enumerate(partial):
             sel = _normalize(req.chunk_selection, len(layout.shard_shape))
             slot_items: list[Any] = []
@@ -755,6 +756,7 @@ class ShardingCodec(ArrayBytesCodec):
                 starts.append(so)
                 stops.append(so + sn)
                 ids.append(np.full(len(so), sno, dtype=np.int64))
+                range_flats.append(flats[stored])
                 range_owner.append((len(items) - len(slot_items), np.flatnonzero(stored)))
         if not starts:
             return
@@ -768,7 +770,7 @@ class ShardingCodec(ArrayBytesCodec):
         try:
             blobs = store.get_many([(key, RangeRequest(int(a), int(b))) for key, a, b in zip(keys, gs.tolist(), ge.tolist())])
         except ShortReadError as exc:
-            err = ShardError(f"array {options.array_path!r}: an inner chunk lies past the end of its shard: {exc}")
+            err = _past_end_error(store, partial, s, e, k, np.concatenate(range_flats), exc)
             err._from_cache = from_cache  # type: ignore[attr-defined]
             raise err from exc
         if any(b is None for b in blobs):
@@ -1039,6 +1041,26 @@ class _StaleIndex(Exception):
 
 
 _EMPTY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _past_end_error(
+    store: Any, partial: list[Any], starts: np.ndarray, stops: np.ndarray, ids: np.ndarray, flats: np.ndarray, exc: Exception
+) -> ShardError:
+    """Name the shard and inner chunk that a short ranged read ran past (error path only)."""
+    for sno in np.unique(ids).tolist():
+        req, layout = partial[sno][0], partial[sno][1]
+        size = store.getsize(req.key)
+        sel = np.flatnonzero(ids == sno)
+        if size is None:
+            continue
+        bad = sel[stops[sel] > size - (0 if layout.at_start else layout.index_nbytes)]
+        if bad.size:
+            j = int(bad[0])
+            return ShardError(
+                f"shard {req.key!r}: inner chunk {inner_coords(int(flats[j]), layout.cps)} (offset {int(starts[j])}, "
+                f"length {int(stops[j] - starts[j])}) lies past the end of the shard's data ({size} bytes in all)"
+            )
+    return ShardError(f"an inner chunk lies past the end of its shard: {exc}")
 
 
 def _same_fill(a: Any, b: Any) -> bool:
