@@ -386,7 +386,10 @@ class Array:
         if out.size:
             chunkio.read_chunks(self._store, self.codec_pipeline, self._requests(indexer), out, self._io_options())
         if indexer.buffer_shape != indexer.shape:
-            out = out.reshape(indexer.shape, order=self.order)
+            # The buffer is the selection's points in C order; ``order`` is only the layout.
+            out = out.reshape(indexer.shape)
+            if self.order == "F":
+                out = np.asfortranarray(out)
         return out
 
     # -- writing -------------------------------------------------------------------------------
