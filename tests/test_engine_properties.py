@@ -91,7 +91,8 @@ def _random_values(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Gener
     if kind == "S":
         letters = np.frombuffer(b"abcxyz\x01", dtype="S1")
         return np.array(
-            [b"".join(rng.choice(letters, size=rng.integers(0, dtype.itemsize + 1))) for _ in range(n)], dtype=dtype
+            [b"".join(rng.choice(letters, size=rng.integers(0, dtype.itemsize + 1))) for _ in range(n)],
+            dtype=dtype,
         ).reshape(shape)
     if kind == "U":
         alphabet = list("ab\u00e9\u4e2d")
@@ -149,7 +150,10 @@ def assert_same(actual, expected) -> None:
     if expected.dtype.hasobject:
         assert actual.tolist() == expected.tolist()
     else:
-        assert np.ascontiguousarray(actual).tobytes() == np.ascontiguousarray(expected).tobytes(), (actual, expected)
+        assert np.ascontiguousarray(actual).tobytes() == np.ascontiguousarray(expected).tobytes(), (
+            actual,
+            expected,
+        )
 
 
 # -- grids ---------------------------------------------------------------------------------------
@@ -192,7 +196,9 @@ def array_setup(draw, max_ndim: int = 3):
     rect = ndim > 0 and draw(st.booleans())
     chunks = tuple(draw(axis_chunks(n, rect and draw(st.booleans()))) for n in shape)
     if ndim and all(isinstance(c, int) for c in chunks) and rect:
-        chunks = tuple((c,) * max(1, -(-n // c)) if i == 0 else c for i, (n, c) in enumerate(zip(shape, chunks)))
+        chunks = tuple(
+            (c,) * max(1, -(-n // c)) if i == 0 else c for i, (n, c) in enumerate(zip(shape, chunks))
+        )
     spec = draw(st.sampled_from(DTYPES))
     dtype = np_dtype(spec)
     fill = draw(st.sampled_from(fill_choices(dtype)))
@@ -204,8 +210,14 @@ def make(setup, store=None, **kw):
     shape, chunks, spec, dtype, fill, seed = setup
     store = store if store is not None else MemoryStore()
     a = zarr.create_array(
-        store, name="a", shape=shape, chunks=chunks if chunks else (), dtype=spec, fill_value=fill,
-        compressors=None, **kw,
+        store,
+        name="a",
+        shape=shape,
+        chunks=chunks if chunks else (),
+        dtype=spec,
+        fill_value=fill,
+        compressors=None,
+        **kw,
     )
     return store, a
 
@@ -397,7 +409,9 @@ def test_vindex_and_masks(setup, data) -> None:
     a[...] = full
     model[...] = full
     # Coordinate reads (any broadcastable integer arrays, negative indices, duplicates).
-    idx = data.draw(hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=4)))
+    idx = data.draw(
+        hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=4))
+    )
     assert_same(a.vindex[idx], ref(model, idx))
     assert_same(a.get_coordinate_selection(idx), ref(model, idx))
     # Full boolean masks, through a[mask] and vindex.
