@@ -126,3 +126,17 @@ def test_chunk_refs_equal_kerchunk(scans, name):
                 assert [ref.offset, ref.length] == theirs[1:], key
                 compared += 1
     assert compared > 0 or all(t.nchunks == len(t.inline) for t in m.tables.values())
+
+
+@pytest.mark.parametrize("name", HDF5_FILES)
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_reads_through_chunkref_engine(scans, name, zarr_format):
+    """The same manifests opened with chunkref's own engine (ReferenceStore + Zarr arrays)."""
+    import chunkref
+    from test_scan_hdf5_reader import assert_same, h5py_values
+
+    m = scans[(name, zarr_format)]
+    group = chunkref.open(m, allow=[str(FILES) + "/"])
+    with h5py.File(FILES / name) as f:
+        for path in m.arrays():
+            assert_same(np.asarray(group[path][...]), h5py_values(f[path]), path)

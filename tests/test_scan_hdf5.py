@@ -283,3 +283,17 @@ def test_nbit_codec_roundtrips_config_and_refuses_custom_floats():
     assert numcodecs.get_codec(c.get_config()).get_config() == c.get_config()
     with pytest.raises(ValueError):
         HDF5NBit([8, 0, 10, 1, 4, 0, 20, 4], "f")
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "netcdf4.nc"])
+def test_fixture_reads_through_chunkref_engine(fx, name, zarr_format):
+    import chunkref
+    from test_scan_hdf5_reader import h5py_values
+
+    path, _ = fx[name]
+    m = scan_hdf5(path, zarr_format=zarr_format)
+    group = chunkref.open(m, allow=[os.path.dirname(path) + "/"])
+    with h5py.File(path) as f:
+        for var in m.arrays():
+            assert_same(np.asarray(group[var][...]), h5py_values(f[var]), var)
