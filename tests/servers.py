@@ -91,7 +91,7 @@ class RangeHTTPServer:
 
     def start(self) -> RangeHTTPServer:
         handler = _make_handler(self)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd = _Server(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="test-http", daemon=True)
@@ -168,6 +168,13 @@ class RangeHTTPServer:
             if self.behaviour.statuses:
                 return self.behaviour.statuses.pop(0)
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops simultaneous connections (the client then waits
+    # ~1 s for a SYN retransmit), which would make concurrency tests flaky.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def _make_handler(server: RangeHTTPServer) -> type[SimpleHTTPRequestHandler]:

@@ -174,9 +174,10 @@ class LocalStore(Store):
         if fd is None:
             return None
         try:
-            return _read_fd(key, fd, range)
-        except IsADirectoryError:
-            return None
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None  # directories, FIFOs, devices hold no value
+            return _read_fd(key, fd, range, st.st_size)
         finally:
             os.close(fd)
 
@@ -359,34 +360,36 @@ class LocalStore(Store):
             dkey = dkey.rpartition("/")[0]
 
 
-def _read_fd(key: str, fd: int, r: ByteRange | None) -> bytes:
-    """Read a value or a byte range of it from an open fd, checking the length."""
+def _read_fd(key: str, fd: int, r: ByteRange | None, size: int) -> bytes:
+    """Read a value or a byte range of it from an open fd, checking the length.
+
+    ``size`` is the file size from ``fstat``; a file that grows while being read whole is read
+    to its new end, one that shrinks under a ranged read raises :class:`ShortReadError`.
+    """
     if r is None:
-        size = os.fstat(fd).st_size
         chunks = []
         while True:
-            # Read at least what fstat promised; keep going if the file grew meanwhile.
             data = os.read(fd, max(size, 1 << 16))
             if not data:
                 break
             chunks.append(data)
+        if not chunks:
+            return b""
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
     if isinstance(r, RangeRequest):
         start, stop = r.start, r.stop
+    elif isinstance(r, OffsetRequest):
+        if r.offset > size:
+            raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {size} bytes")
+        start, stop = r.offset, size
     else:
-        size = os.fstat(fd).st_size
-        if isinstance(r, OffsetRequest):
-            if r.offset > size:
-                raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {size} bytes")
-            start, stop = r.offset, size
-        else:
-            assert isinstance(r, SuffixRequest)
-            start, stop = max(0, size - r.length), size
+        assert isinstance(r, SuffixRequest)
+        start, stop = max(0, size - r.length), size
     want = stop - start
     if want == 0:
-        if start > os.fstat(fd).st_size:
+        if start > size:
             raise ShortReadError(f"short read of {key!r}: asked for bytes [{start}, {stop}) past its end")
         return b""
     data = os.pread(fd, want, start)

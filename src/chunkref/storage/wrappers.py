@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from chunkref.errors import InvalidArgumentError, TransientStoreError
-from chunkref.storage.base import ByteRange, Request, Store
+from chunkref.storage.base import ByteRange, Store
 
 __all__ = ["CountingStore", "FaultStore", "LatencyStore", "WrapperStore"]
 
@@ -516,7 +516,3 @@ class FaultStore(WrapperStore):
         self._check_write("list", [prefix])
         return super()._list_dir(prefix)
 
-
-def requests_of(store: CountingStore) -> list[Request]:
-    """Every request recorded in ``store.batches``, flattened (a convenience for tests)."""
-    return [r for batch in store.batches for r in batch]
