@@ -36,6 +36,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -618,6 +619,24 @@ def _v2_fill(fill: Any, typestr: Any, path: str) -> Any:
     return fill
 
 
+def _v2_fill_value(path: str, doc: dict, attrs: dict, typestr: Any, has_missing: bool) -> Any:
+    storage = _v2_fill(doc.get("fill_value"), typestr, path)
+    if "_FillValue" in attrs:
+        cf = _cf_fill_to_v2(attrs["_FillValue"], typestr)
+        if cf is not _NO_FILL:
+            if has_missing and not _same_fill(cf, storage):
+                raise ManifestError(
+                    f"array {path!r}: field 'fill_value' cannot be written as Zarr v2: missing chunks read "
+                    f"as {storage!r} but the _FillValue attribute is {cf!r}, and v2 has one fill value for both"
+                )
+            del attrs["_FillValue"]
+            return cf
+        # A _FillValue that does not fit the data type stays an attribute, as it was.
+    if has_missing and storage not in (None, 0, False, "", 0.0):
+        return storage
+    return None
+
+
 def _float_from_json(v: Any) -> float:
     if isinstance(v, str) and v.startswith("0x"):
         bits = int(v, 16)
@@ -673,8 +692,60 @@ def _v2_codec(codec: Any, path: str) -> dict:
     raise ManifestError(f"array {path!r}: field 'codecs': codec {name!r} cannot be written as Zarr v2")
 
 
-def v3_to_v2_documents(path: str, docs: Mapping[str, dict]) -> dict[str, dict]:
+def _same_fill(a: Any, b: Any) -> bool:
+    fa, fb = _float_from_json(a), _float_from_json(b)
+    if isinstance(fa, float) and isinstance(fb, float) and math.isnan(fa) and math.isnan(fb):
+        return True
+    return fa == fb
+
+
+def _cf_fill_to_v2(value: Any, typestr: Any) -> Any:
+    """A v3 ``_FillValue`` attribute (xarray's v3 encoding) as a v2 ``fill_value``, or _NO_FILL.
+
+    xarray writes float fills as base64 of a little-endian double (complex: a pair), bytes as
+    base64, integers and bools plain; plain numbers are accepted for floats too.
+    """
+    if isinstance(typestr, list):
+        return _NO_FILL
+    kind = typestr[1]
+    try:
+        if kind == "f":
+            if isinstance(value, str) and value not in ("NaN", "Infinity", "-Infinity"):
+                return _float_to_v2(struct.unpack("<d", base64.b64decode(value, validate=True))[0])
+            if isinstance(value, (int, float)) or value in ("NaN", "Infinity", "-Infinity"):
+                return _float_to_v2(_float_from_json(value))
+        elif kind == "c" and isinstance(value, list) and len(value) == 2:
+            return [
+                _float_to_v2(struct.unpack("<d", base64.b64decode(v, validate=True))[0])
+                if isinstance(v, str) and v not in ("NaN", "Infinity", "-Infinity")
+                else _float_to_v2(_float_from_json(v))
+                for v in value
+            ]
+        elif kind in "iu" and type(value) is int:
+            return value
+        elif kind == "b" and isinstance(value, bool):
+            return value
+        elif kind in "SV" and isinstance(value, str):
+            base64.b64decode(value, validate=True)
+            return value
+        elif kind == "U" and isinstance(value, str):
+            return value
+    except (binascii.Error, ValueError, struct.error):
+        return _NO_FILL
+    return _NO_FILL
+
+
+_NO_FILL = object()
+
+
+def v3_to_v2_documents(path: str, docs: Mapping[str, dict], *, has_missing: bool = True) -> dict[str, dict]:
     """Zarr v2 documents (``.zarray``/``.zgroup`` + ``.zattrs``) equivalent to a v3 node.
+
+    Fill values follow each format's xarray convention: in v3 the CF ``_FillValue`` is an
+    attribute and ``fill_value`` is what missing chunks read as; in v2 ``fill_value`` *is* the CF
+    ``_FillValue``.  So the v2 ``fill_value`` is the ``_FillValue`` attribute when there is one
+    (it must then equal the v3 ``fill_value`` if chunks are missing), else the v3 ``fill_value``
+    when chunks are missing (``has_missing``) and it is not zero, else null.
 
     Raises
     ------
@@ -764,13 +835,14 @@ def v3_to_v2_documents(path: str, docs: Mapping[str, dict]) -> dict[str, dict]:
         "chunks": chunks,
         "dtype": typestr,
         "compressor": bb[-1] if bb else None,
-        "fill_value": _v2_fill(doc.get("fill_value"), typestr, path),
+        "fill_value": _v2_fill_value(path, doc, attrs, typestr, has_missing),
         "order": order,
         "filters": filters or None,
         "dimension_separator": ".",
     }
     dims = doc.get("dimension_names")
-    if dims is not None and ndim and all(isinstance(d, str) for d in dims):
+    # xarray needs the attribute on every array, a 0-d one included ([]).
+    if isinstance(dims, list) and len(dims) == ndim and all(isinstance(d, str) for d in dims):
         attrs.setdefault("_ARRAY_DIMENSIONS", list(dims))
     out = {V2_ARRAY_DOC: zarray}
     if attrs:
@@ -825,7 +897,9 @@ def to_kerchunk_json(manifest: Manifest, *, templates: bool = True) -> str:
             url_text.append(dumps(u))
 
     for path in sorted(manifest.nodes, key=lambda p: (p.count("/"), p)):
-        docs = v3_to_v2_documents(path, manifest.nodes[path])
+        table = manifest.tables.get(path)
+        has_missing = table is not None and not bool(table.present().all())
+        docs = v3_to_v2_documents(path, manifest.nodes[path], has_missing=has_missing)
         prefix = f"{path}/" if path else ""
         for name in (V2_GROUP_DOC, V2_ARRAY_DOC, V2_ATTRS_DOC):
             if name in docs:
