@@ -127,7 +127,9 @@ class Group:
         return Group(self._store, path, meta, read_only=self._read_only, config=self._config)
 
     def _consolidated(self) -> Mapping[str, Any] | None:
-        return getattr(self._metadata, "consolidated", None)
+        """Metadata of every node below this group by relative path, when consolidated."""
+        cons = getattr(self._metadata, "consolidated", None)
+        return None if cons is None else cons.metadata
 
     def __getitem__(self, name: str) -> Array | Group:
         """The member at ``name`` (a nested path like ``"a/b"`` works too)."""
