@@ -572,3 +572,72 @@ def test_corrupt_inner_chunk_names_shard_and_chunk():
 
 def test_empty_marker_constant():
     assert int(EMPTY) == MAX
+
+
+# --- Array.batch() ---------------------------------------------------------------------------------
+
+
+def test_batch_writes_each_shard_once():
+    store = CountingStore(MemoryStore())
+    a = api.create_array(store, name="x", shape=(32, 32), chunks=(4, 4), shards=(16, 16), dtype="int32", fill_value=0)
+    v = np.zeros((32, 32), dtype="int32")
+    a[0:16, 0:16] = 1  # an existing shard that the batch must merge with
+    v[0:16, 0:16] = 1
+    store.reset()
+    with a.batch():
+        for i in range(32):
+            a[i, :] = i + 2
+            v[i, :] = i + 2
+            a[i, 3] = -1
+            v[i, 3] = -1
+            np.testing.assert_array_equal(a[i], v[i])  # reads see the buffered writes
+        assert store.counts["keys_written"] == 0
+    assert store.counts["set_many"] == 1 and store.counts["keys_written"] == 4
+    # Only the one stored shard was ever read, once.
+    assert store.counts["keys_read"] <= 1 + 32  # row reads inside the block may read stored shards
+    np.testing.assert_array_equal(api.open_array(store, path="x")[...], v)
+    np.testing.assert_array_equal(a[...], v)
+
+
+def test_batch_first_touch_reads_each_shard_once():
+    store = CountingStore(MemoryStore())
+    a = api.create_array(store, name="x", shape=(64,), chunks=(4,), shards=(32,), dtype="int32", fill_value=0)
+    a[...] = np.arange(64)
+    store.reset()
+    with a.batch():
+        for i in range(0, 64, 3):
+            a[i] = -i
+    assert store.counts["get_many"] == 2 and store.counts["keys_read"] == 2
+    assert store.counts["keys_written"] == 2
+    ref = np.arange(64)
+    ref[::3] *= -1
+    np.testing.assert_array_equal(a[...], ref)
+
+
+def test_batch_discards_on_error_and_deletes_empty_shards():
+    store = MemoryStore()
+    a = api.create_array(store, name="x", shape=(16,), chunks=(4,), shards=(8,), dtype="int32", fill_value=0)
+    a[...] = 5
+    with pytest.raises(RuntimeError):
+        with a.batch():
+            a[...] = 7
+            raise RuntimeError("boom")
+    np.testing.assert_array_equal(a[...], 5)
+    with a.batch():
+        a[0:8] = 0
+        with a.batch():  # nested blocks join the outer one
+            a[9] = 1
+        assert store.exists("x/c/0")
+    assert not store.exists("x/c/0")
+    np.testing.assert_array_equal(a[...], [0] * 8 + [5, 1] + [5] * 6)
+
+
+def test_batch_on_unsharded_array():
+    store = CountingStore(MemoryStore())
+    a = api.create_array(store, name="x", shape=(16,), chunks=(4,), dtype="int32", fill_value=0)
+    store.reset()
+    with a.batch():
+        for i in range(16):
+            a[i] = i
+    assert store.counts["set_many"] == 1 and store.counts["keys_written"] == 4
+    np.testing.assert_array_equal(a[...], np.arange(16))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,6 +413,21 @@ class Array:
 
     def set_block_selection(self, selection: Any, value: Any) -> None:
         self._set(selection, value, "blocks")
+
+    def batch(self) -> AbstractContextManager[Array]:
+        """Buffer writes in memory; each chunk (each shard, when sharded) is written once at
+        the end of the block.  Reads inside see the writes; if the block raises, nothing is
+        written.  See :mod:`chunkref.zarr.write_buffer`.
+
+        Examples
+        --------
+        >>> with array.batch():  # doctest: +SKIP
+        ...     for i in range(array.shape[0]):
+        ...         array[i] = row(i)
+        """
+        from chunkref.zarr.write_buffer import batch_writes
+
+        return batch_writes(self)
 
     def _check_writable(self) -> None:
         if self._read_only:

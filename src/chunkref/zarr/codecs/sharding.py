@@ -829,13 +829,17 @@ class ShardingCodec(ArrayBytesCodec):
         # are rare enough not to deserve their own path).
         direct = [r.is_complete and _is_basic(_normalize(r.chunk_selection, len(r.spec.shape))) and _is_basic(_as_tuple(r.out_selection)) for r in requests]
         partial = [i for i, d in enumerate(direct) if not d]
+        # Inside ``Array.batch()`` the store is a write buffer that keeps shards as inner-chunk
+        # dicts: read them from there and hand the new dicts back (assembled once, at the end).
+        buffer = getattr(store, "shard_buffer", None)
+        fetch = [i for i in partial if buffer is None or not buffer.has_shard(requests[i].key)]
         old: dict[int, Any] = {}
-        if partial:
+        if fetch:
             try:
-                blobs = store.get_many([(requests[i].key, None) for i in partial])
+                blobs = store.get_many([(requests[i].key, None) for i in fetch])
             except ShortReadError as exc:  # pragma: no cover - whole-object reads cannot be short
                 raise ShardError(f"array {options.array_path!r}: {exc}") from exc
-            old = dict(zip(partial, blobs))
+            old = dict(zip(fetch, blobs))
         items: list[Any] = []
         carried: list[dict[int, Any]] = []
         layouts: list[_Layout] = []
@@ -849,20 +853,23 @@ class ShardingCodec(ArrayBytesCodec):
             if direct[sno]:
                 self._plan_complete_write(items, sno, layout, sel, value, req.out_selection, req.key)
                 continue
-            blob = old.get(sno)
-            if blob is not None:
-                index, stored, view = layout.split(blob, req.key)
-                offs = index[:, 0].tolist()
-                lens = index[:, 1].tolist()
-                for i in np.flatnonzero(stored).tolist():
-                    keep[i] = view[offs[i] : offs[i] + lens[i]]
+            if sno in old:
+                blob = old[sno]
+                if blob is not None:
+                    index, stored, view = layout.split(blob, req.key)
+                    offs = index[:, 0].tolist()
+                    lens = index[:, 1].tolist()
+                    for i in np.flatnonzero(stored).tolist():
+                        keep[i] = view[offs[i] : offs[i] + lens[i]]
+            elif buffer is not None:
+                keep.update(buffer.shard_chunks(req.key))
             self._plan_partial_write(items, post_items, sno, layout, sel, value, req.out_selection, keep, req.key)
         if post_items:
             # Fancy selections: decode the touched chunks into bounding boxes, assign, then the
             # boxes' regions are encoded like any other item.
-            self._run_decode(state, [it for it in post_items if it[0] != "assign"])
+            self._run_decode(state, [it for it in post_items if not (type(it[0]) is str and it[0] == "assign")])
             for it in post_items:
-                if it[0] == "assign":
+                if type(it[0]) is str and it[0] == "assign":
                     it[1]()
         parts = self._run_encode(state, items, options.write_empty_chunks, keys)
         to_set: list[tuple[str, bytes]] = []
@@ -870,10 +877,17 @@ class ShardingCodec(ArrayBytesCodec):
         new_indexes: list[tuple[str, np.ndarray]] = []
         for sno, req in enumerate(requests):
             layout = layouts[sno]
-            chunks: list[Any] = [None] * layout.n
-            for i, b in carried[sno].items():
-                chunks[i] = b
+            merged = carried[sno]
             for i, b in parts.get(sno, {}).items():
+                if b is None:
+                    merged.pop(i, None)
+                else:
+                    merged[i] = b
+            if buffer is not None:
+                buffer.put_shard(req.key, merged, self._assembler(layout))
+                continue
+            chunks: list[Any] = [None] * layout.n
+            for i, b in merged.items():
                 chunks[i] = b
             shard = self._assemble(layout, chunks, new_indexes, req.key)
             if shard is None:
@@ -886,6 +900,17 @@ class ShardingCodec(ArrayBytesCodec):
             store.delete_many(to_delete)
         for key, index in new_indexes:
             cache.put(store, key, index)
+
+    def _assembler(self, layout: _Layout) -> Any:
+        """``chunks dict -> shard bytes or None`` for a write buffer to call once at the end."""
+
+        def assemble(chunks: Mapping[int, Any]) -> bytes | None:
+            ordered: list[Any] = [None] * layout.n
+            for i, b in chunks.items():
+                ordered[i] = b
+            return self._assemble(layout, ordered)
+
+        return assemble
 
     def _plan_complete_write(
         self, items: list[Any], sno: int, layout: _Layout, sel: tuple[Any, ...], value: np.ndarray, out_sel: Any, key: str
