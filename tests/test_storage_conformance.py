@@ -51,7 +51,7 @@ def _zip_reopen(store: Store) -> Store:
     return ZipStore(store.path, "r")
 
 
-CASES = ["memory", "local", "fsspec-memory", "fsspec-local", "fsspec-s3", "zip"]
+CASES = ["memory", "local", "fsspec-memory", "fsspec-local", pytest.param("fsspec-s3", marks=pytest.mark.network), "zip"]
 
 
 @pytest.fixture(scope="module")

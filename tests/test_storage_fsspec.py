@@ -421,3 +421,21 @@ def test_store_from_url_rejects_bad_input(tmp_path) -> None:
         store_from_url("memory://x/a.zip", mode="w")
     with pytest.raises(InvalidArgumentError):
         store_from_url(42)  # type: ignore[arg-type]
+
+
+def test_conditional_create_is_not_retried() -> None:
+    class FlakyCreate(ScriptedFS):
+        protocol = "flakycreate"
+
+        def pipe_file(self, path, value, mode="overwrite", **kwargs):
+            if mode == "create":
+                raise TimeoutError("answer lost")
+            return super().pipe_file(path, value, mode=mode, **kwargs)
+
+    fs = FlakyCreate()
+    store = FsspecStore.from_filesystem(fs, f"/flaky-{uuid.uuid4().hex}")
+    # Not the memory protocol: goes through the generic conditional-create path.
+    assert store.protocol == "flakycreate"
+    with pytest.raises(TransientStoreError, match="not retried"):
+        store.set_if_not_exists("ref", b"x")
+    fs.rm(store.root, recursive=True) if fs.exists(store.root) else None

@@ -31,7 +31,9 @@ Conditional create
 (a process-wide lock: fsspec's memory file system is process-global) and on S3 (s3fs sends
 ``If-None-Match: *``; AWS S3 and moto enforce it).  Other file systems fall back to fsspec's
 ``pipe_file(mode="create")``, which for most of them is an existence check followed by a write
-and therefore racy between concurrent writers.
+and therefore racy between concurrent writers.  A conditional create that fails transiently is
+not retried (the write may have happened with its answer lost, and a retry would then report our
+own write as a conflict): :class:`~chunkref.errors.TransientStoreError` lets the caller decide.
 """
 
 from __future__ import annotations
@@ -201,6 +203,12 @@ class FsspecStore(Store):
         else:
             self._setup(state["fs"], state["root"], url=None, storage_options=None, **kw)
 
+    def __copy__(self) -> FsspecStore:
+        # Share the file system instance (a pickle round trip would build a new client).
+        new = object.__new__(FsspecStore)
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FsspecStore) or other.root != self.root or other.protocol != self.protocol:
             return False
@@ -272,6 +280,11 @@ class FsspecStore(Store):
         if kind == "denied":
             return AccessDeniedError(f"access denied to {what} {where}: {exc}")
         if kind == "transient":
+            if what == "create":
+                return TransientStoreError(
+                    f"conditional create of {where} failed and was not retried (it may or may not have "
+                    f"been written): {exc!r}"
+                )
             retries = int(config.get("io.retries"))
             return TransientStoreError(f"{what} of {where} failed after {retries} retries: {exc!r}")
         if kind == "range":
@@ -676,20 +689,31 @@ class FsspecStore(Store):
             return create_exclusive(path, value)
         if self.protocol == "memory":
             with _MEMORY_CREATE_LOCK:
-                try:
-                    self.fs.pipe_file(path, value, mode="create")
-                except FileExistsError:
-                    return False
-                return True
+                return self._create(path, value)
+        # Never retried: if a create succeeded but its answer was lost, a retry would report
+        # "exists" for our own write.  The caller sees TransientStoreError and can read back.
+        try:
+            return self._create(path, value)
+        except StoreError:
+            raise
+        except Exception as exc:
+            kind = self._classify(exc)
+            raise self._typed_error(exc, key, "error" if kind == "absent" else kind, "create") from exc
 
-        def create() -> bool:
-            try:
-                self.fs.pipe_file(path, value, mode="create")
-            except FileExistsError:
+    def _create(self, path: str, value: bytes) -> bool:
+        """``pipe_file(mode="create")``; False if the file exists."""
+        try:
+            self.fs.pipe_file(path, value, mode="create")
+        except FileExistsError:
+            return False
+        except TypeError as exc:
+            if "mode" not in str(exc):
+                raise
+            # An fsspec implementation without create mode: check, then write (racy).
+            if self.fs.exists(path):
                 return False
-            return True
-
-        return self._with_retries(create, key, "create")
+            self.fs.pipe_file(path, value)
+        return True
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
