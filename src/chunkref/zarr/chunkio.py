@@ -157,8 +157,10 @@ def write_chunks(
                 continue
             try:
                 encoded = pipeline.encode(chunk, req.spec)
-            except ChunkrefError:
-                raise
+            except ChunkrefError as exc:
+                if req.key in str(exc):
+                    raise
+                raise type(exc)(f"chunk {req.key!r}: {exc}") from exc
             except Exception as exc:
                 raise CodecError(f"chunk {req.key!r} could not be encoded: {type(exc).__name__}: {exc}") from exc
             results.append((req.key, encoded))
