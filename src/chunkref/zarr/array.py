@@ -478,9 +478,8 @@ class Array:
     def resize(self, *shape: Any) -> None:
         """Change the shape; chunks that fall entirely outside the new shape are deleted.
 
-        Chunks that only partly leave the array keep their stored bytes; the part outside is
-        never read, and is overwritten with the fill value if the array grows again and the
-        chunk is rewritten.
+        Stored chunks cut by a shrinking edge are rewritten with the fill value past the new
+        edge, so that growing the array again shows the fill value there, not the old data.
         """
         self._check_writable()
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
@@ -497,7 +496,35 @@ class Array:
         if len(doomed):
             prefix = node_prefix(self._path)
             self._store.delete_many([prefix + self._metadata.chunk_key(tuple(int(c) for c in row)) for row in doomed])
+        # Chunks first, metadata last: an interrupted resize leaves the old shape readable.
+        Array(self._store, self._path, new_meta, config=self._config)._clear_past_edges(self.shape)
         self._set_metadata(new_meta)
+
+    def _clear_past_edges(self, old_shape: tuple[int, ...]) -> None:
+        """Rewrite the stored chunks that straddle an edge that moved inwards from ``old_shape``.
+
+        Reads never look past the shape, but the region between the new and the old edge comes
+        back into view if the array grows again and must then hold the fill value.  Only chunks
+        that exist are rewritten (missing ones already read as fill).
+        """
+        grid = self.chunk_grid
+        for axis, (old, new) in enumerate(zip(old_shape, self.shape)):
+            offsets = grid.offsets[axis]
+            if new >= old or new == 0 or int(offsets[-1]) <= new:
+                continue  # not shrunk, nothing left, or the edge falls on a chunk boundary
+            region = tuple(slice(int(offsets[-2]), new) if b == axis else slice(None) for b in range(self.ndim))
+            indexer = indexing.make_indexer(region, grid, "basic")
+            requests = self._requests(indexer)
+            blobs = self._store.get_many([(r.key, None) for r in requests])
+            present = [(r, b) for r, b in zip(requests, blobs) if b is not None]
+            if not present:
+                continue
+            value = np.empty(indexer.buffer_shape, dtype=self.dtype)
+            for req, blob in present:
+                value[req.out_selection] = chunkio.decode_chunk(self.codec_pipeline, blob, req)[req.chunk_selection]
+            # Each request covers its chunk's whole in-bounds part, so write_chunks encodes a
+            # fresh chunk padded with the fill value without reading it again.
+            chunkio.write_chunks(self._store, self.codec_pipeline, [r for r, _ in present], value, self._io_options())
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` into the new region; returns the new shape."""
