@@ -516,6 +516,14 @@ def test_resize_and_append(setup, data) -> None:
         coords = [int(x) for x in key[len("a/c/") :].split("/")]
         for k, c, n in zip(coords, chunks, new_shape):
             assert k * c < max(n, 1) or (n == 0 and k == 0), (key, new_shape)
+    check_stored_chunks(store, a, (new_shape, chunks, spec, dtype, fill, seed), grown)
+    # Growing back shows the fill value where data was cut off, never the old values.
+    a.resize(shape)
+    back = new_model(a, shape, dtype, fill)
+    common = tuple(slice(0, min(x, y)) for x, y in zip(shape, new_shape))
+    back[common] = model[common]
+    assert_same(a[...], back)
+    a.resize(new_shape)
     extra_shape = (data.draw(st.integers(0, 5)),) + new_shape[1:]
     extra = random_values(dtype, extra_shape, rng)
     assert a.append(extra) == (new_shape[0] + extra_shape[0],) + new_shape[1:]
