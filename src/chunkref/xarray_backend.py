@@ -45,6 +45,30 @@ def restore_attribute_types(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def decode_v3_fill_attribute(value: Any, dtype: np.dtype) -> Any:
+    """Decode a v3 ``_FillValue`` attribute written in xarray's Zarr v3 convention.
+
+    xarray stores float fill values as the base64 of a little-endian double (complex: a pair
+    of those) and byte strings as base64, so that NaN and exact bits survive JSON.
+    """
+    import base64
+    import struct
+
+    def b64_double(v: Any) -> float:
+        return struct.unpack("<d", base64.standard_b64decode(v))[0]
+
+    try:
+        if dtype.kind == "f" and isinstance(value, str):
+            return np.array(b64_double(value), dtype=dtype)[()]
+        if dtype.kind == "c" and isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            return np.array(complex(b64_double(value[0]), b64_double(value[1])), dtype=dtype)[()]
+        if dtype.kind == "S" and isinstance(value, str):
+            return base64.standard_b64decode(value)
+    except (ValueError, struct.error):
+        return value
+    return value
+
+
 class ChunkrefBackendArray(BackendArray):
     """A lazily indexed chunkref array for xarray (picklable: holds only the Array handle)."""
 
@@ -85,6 +109,8 @@ class ChunkrefDataStore(AbstractDataStore):
     def open_store_variable(self, name: str, array: Array) -> Variable:
         attrs = restore_attribute_types(array.attrs.asdict())
         dims = _dimension_names(array, attrs)
+        if array.zarr_format == 3 and "_FillValue" in attrs:
+            attrs["_FillValue"] = decode_v3_fill_attribute(attrs["_FillValue"], array.dtype)
         if array.zarr_format == 2 and "_FillValue" not in attrs and array.fill_value is not None:
             # xarray's zarr convention for v2: the Zarr fill value is the CF _FillValue.
             fv = array.fill_value

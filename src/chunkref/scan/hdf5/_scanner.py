@@ -129,6 +129,8 @@ class _Scanner:
         # Per array: the identity of each axis' dimension (scale path or phony name) and
         # whether the axis is unlimited, to give netCDF unlimited dimensions one length.
         self._axes: dict[str, tuple[list[str], tuple]] = {}
+        # Per (file, group): its dimension scales, for naming axes that have none attached.
+        self._scales_cache: dict[tuple[str, str], list[tuple[str, int, bool, str]]] = {}
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -258,10 +260,16 @@ class _Scanner:
         resolve = self._resolver(of)
         is_scale = _is_dimension_scale(raw)
         out = {}
+        types = {}
         for name, value in raw.items():
             if name in NETCDF_HIDDEN_ATTRS or (is_scale and name in ("CLASS", "NAME")):
                 continue
             out[name] = attr_json(value, resolve)
+            dt = _numeric_attr_dtype(value)
+            if dt is not None:
+                types[name] = dt
+        if types:
+            out[ATTRIBUTE_TYPES] = types
         return out
 
     # -- datasets --------------------------------------------------------------------------------
@@ -609,7 +617,9 @@ class _Scanner:
                 refs = dl[axis]
                 if names[axis] is None and len(refs):
                     try:
-                        scale_name = of.h5[refs[0]].name
+                        # netCDF-C keeps the last scale attached to an axis (it overwrites
+                        # while iterating them), so we do too.
+                        scale_name = of.h5[refs[-1]].name
                         names[axis] = _dim_name(scale_name)
                         ids[axis] = f"{of.url}:{scale_name}"
                     except Exception:  # a dangling scale reference: fall back to a phony name
@@ -617,10 +627,24 @@ class _Scanner:
         group = path.rsplit("/", 1)[0] if "/" in path else ""
         used: set[str] = set()
         by_len = self._phony_by_group.setdefault(group, {})
+        group_scales = self._group_scales(of, group)
+        maxshape = ds.maxshape or ds.shape
         for axis in range(ndim):
             if names[axis] is not None:
                 continue
             length = int(ds.shape[axis])
+            unlimited = maxshape[axis] is None
+            # As netCDF-C does, an axis without a scale takes the group's first dimension of
+            # the same length (and unlimitedness) before a phony dimension is made for it.
+            match = next(
+                (n for n, ln, unl, ident in group_scales if ln == length and unl == unlimited and n not in used), None
+            )
+            if match is not None:
+                scale = next(ident for n, _, _, ident in group_scales if n == match)
+                used.add(match)
+                names[axis] = match
+                ids[axis] = scale
+                continue
             candidates = by_len.setdefault(length, [])
             name = next((c for c in candidates if c not in used), None)
             if name is None:
@@ -632,6 +656,23 @@ class _Scanner:
             ids[axis] = f"phony:{group}:{name}"
         self._axes[path] = ([str(i) for i in ids], tuple(ds.maxshape or ()))
         return [str(n) for n in names]
+
+    def _group_scales(self, of: OpenFile, group: str) -> list[tuple[str, int, bool, str]]:
+        """The dimension scales of a group in link order: (dimension name, length, unlimited, id)."""
+        cache = self._scales_cache
+        key = (of.url, group)
+        if key not in cache:
+            found = []
+            try:
+                grp = of.h5[group or "/"]
+                for child in grp.values():
+                    if isinstance(child, h5py.Dataset) and child.ndim == 1 and _is_dimension_scale(dict(child.attrs)):
+                        maxshape = child.maxshape or child.shape
+                        found.append((_dim_name(child.name), int(child.shape[0]), maxshape[0] is None, f"{of.url}:{child.name}"))
+            except Exception:  # unreadable members are reported where they are scanned
+                found = []
+            cache[key] = found
+        return cache[key]
 
     def unify_unlimited(self) -> None:
         """Give every array the current length of its netCDF unlimited dimensions.
@@ -818,6 +859,21 @@ def _same_value(a: Any, b: Any) -> bool:
 
 def _is_zero(v: Any) -> bool:
     return not np.asarray(v).tobytes().strip(b"\0")
+
+
+#: Where JSON loses an attribute's numpy type (float32, int16, ...), it is recorded under this
+#: attribute so that readers that care (our xarray backend) can restore it, as NCZarr does with
+#: its ``_nczarr_attr`` types.  Default JSON types (float64, int64, bool) are not recorded.
+ATTRIBUTE_TYPES = "_chunkref_attribute_types"
+
+
+def _numeric_attr_dtype(value: Any) -> str | None:
+    if not isinstance(value, (np.generic, np.ndarray)):
+        return None
+    dt = np.dtype(value.dtype)
+    if dt.kind not in "iuf" or dt in (np.dtype("float64"), np.dtype("int64")):
+        return None
+    return dt.newbyteorder("<").str if dt.byteorder not in ("=", "|") else dt.str
 
 
 def _is_dimension_scale(attrs: dict) -> bool:
