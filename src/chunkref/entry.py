@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chunkref.errors import InvalidArgumentError, ScanError
+from chunkref.errors import InvalidArgumentError, NodeNotFoundError, ScanError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -135,7 +135,10 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
         url = os.fspath(x)
         kind = _kind_or_zarr(url, storage_options)
         if kind == "kerchunk":
-            manifest = Manifest.load(url)
+            try:
+                manifest = Manifest.load(url)
+            except FileNotFoundError:
+                raise NodeNotFoundError(f"no reference file at {url!r}") from None
         elif kind in ("hdf5", "netcdf3"):
             manifest = scan(url, storage_options=storage_options, **_scan_kwargs(kwargs))
             extra_allow = _source_prefixes(manifest)

@@ -11,6 +11,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("info", help="show a store's or manifest's tree: shapes, dtypes, chunking, codecs")
     p.add_argument("path", help="Zarr store (directory, URL, .zip) or manifest")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--allow", action="append", default=[], metavar="PREFIX",
+                   help="source prefix a manifest may reference (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import chunkref
     from chunkref.zarr.array import Array
 
-    node = chunkref.open(args.path, mode="r")
+    node = chunkref.open(args.path, mode="r", **({"allow": args.allow} if args.allow else {}))
     if isinstance(node, Array):
         items = [describe_array(node)]
         groups: list[str] = []
