@@ -6,7 +6,8 @@ chunk's stored bytes live:
 ============  ==========  ===============================================================
 column        dtype       meaning
 ============  ==========  ===============================================================
-``source``    int32       index into ``Manifest.sources``; ``INLINE`` (-1) for inline bytes
+``source``    int32       index into ``Manifest.sources``; ``INLINE`` (-1) for inline bytes;
+                          ``NATIVE`` (-2): a repository object named by its content id
 ``offset``    uint64      first byte of the chunk in its source
 ``length``    uint64      number of bytes; ``ABSENT`` (2**64-1): no chunk (reads as fill);
                           ``WHOLE`` (2**64-2): the whole source (kerchunk ``[url]``)
@@ -44,6 +45,9 @@ ABSENT = np.uint64(2**64 - 1)
 WHOLE = np.uint64(2**64 - 2)
 #: ``source`` value of chunks whose bytes live in :attr:`ChunkTable.inline`.
 INLINE = -1
+#: ``source`` value of chunks that are repository objects named by their content id (the ``cid``
+#: column must hold it; ``length`` is the object's size, ``offset`` 0).
+NATIVE = -2
 #: Width in bytes of a binary CIDv1 with a 32-byte digest (sha2-256, blake3).
 CID_WIDTH = 36
 
@@ -314,6 +318,17 @@ class ChunkTable:
             data = self.inline[flat]
             return ChunkRef(INLINE, 0, len(data), data)
         return ChunkRef(source, int(self.offset[flat]), None if length == WHOLE else int(length))
+
+    def take(self, flat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(source, offset, length)`` columns at the flat positions ``flat`` (a batch lookup).
+
+        Paged tables (:class:`chunkref.manifest.pages.PagedChunkTable`) load only the pages
+        these positions fall in.
+        """
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.nchunks):
+            raise BoundsCheckError(f"flat chunk indices out of bounds for grid {self.grid_shape}")
+        return self.source[flat], self.offset[flat], self.length[flat]
 
     def cid_of(self, flat: int) -> bytes | None:
         """Binary content id of a chunk, or None when not recorded."""
