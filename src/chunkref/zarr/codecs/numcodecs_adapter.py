@@ -241,8 +241,10 @@ def _as_spec(out: np.ndarray, spec: ChunkSpec, name: str, error: type[Exception]
     if out.size != spec.size:
         raise error(f"codec {name!r}: produced {out.size} elements, expected {spec.size}")
     if out.dtype != spec.dtype:
-        if out.dtype.itemsize == spec.dtype.itemsize and out.dtype.kind == spec.dtype.kind:
-            out = out.view(spec.dtype)  # same type, other byte order spelling
+        if out.dtype.itemsize == spec.dtype.itemsize and not out.dtype.hasobject and not spec.dtype.hasobject:
+            # Same width: the codec's output is defined by its bytes (another byte-order spelling,
+            # or bitround's integer view of rounded floats), so reinterpret, never convert values.
+            out = out.view(spec.dtype)
         else:
             out = out.astype(spec.dtype)
     return out.reshape(spec.shape)
