@@ -89,6 +89,10 @@ class BytesCodec(ArrayBytesCodec):
         if not has_endianness(spec.dtype):
             return self if self.endian is None else BytesCodec(endian=None)
         if self.endian is None:
+            if spec.dtype.fields:
+                # zarr-python 3.1 writes structured types as {"name": "bytes"} with no endian,
+                # in its (little-endian) native field order: read them that way.
+                return BytesCodec(endian="little")
             raise CodecError(f"codec 'bytes': 'endian' is required for the multi-byte dtype {spec.dtype}")
         return self
 
