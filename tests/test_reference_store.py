@@ -319,3 +319,38 @@ def test_source_changes_across_processes_are_pickle_safe(local):
     state = s.__getstate__()
     assert set(state) == {"manifest", "allow", "storage_options", "rename", "verify"}
     assert os.path.exists(path) and isinstance(m.sources[0], Source)
+
+
+def test_paged_table_loads_only_touched_pages(local):
+    from chunkref.manifest.pages import PagedChunkTable
+
+    root, path = local
+    loads = []
+
+    def loader(page):
+        loads.append(tuple(page))
+        t = ChunkTable.empty((8,))
+        base = page[0] * 8
+        t.set_refs(np.arange(8), 0, (np.arange(8) + base) % 60 * 16, 16)
+        return t
+
+    m = Manifest(location=str(root / "refs.json"))
+    m.add_source(path)
+    table = PagedChunkTable((64,), (8,), loader, sources_used=[0], present_count=64)
+    m.add_array("p", _v3((64 * 4,), (4,)), table)
+    s = ReferenceStore(m)
+    assert loads == []
+    out = s.get_many([("p/c/3", None), ("p/c/60", None)])
+    assert out == [BLOB[48:64], BLOB[0:16]]
+    assert sorted(loads) == [(0,), (7,)]
+
+
+def test_native_repository_chunks_are_not_references(local):
+    from chunkref.manifest.table import NATIVE
+
+    root, path = local
+    m = _manifest(path, location=str(root / "refs.json"))
+    t = m.tables["g/a"]
+    t.source[1] = NATIVE
+    with pytest.raises(SourceUnavailableError, match="repository object"):
+        ReferenceStore(m).get("g/a/c/1")

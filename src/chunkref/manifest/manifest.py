@@ -196,7 +196,14 @@ class Manifest:
             raise ManifestError(
                 f"array {path!r}: chunk table grid {table.grid_shape} does not match the metadata's grid {grid}"
             )
-        if table.nchunks and table.present().any():
+        known = getattr(table, "sources_used", None)  # paged tables: no page loads here
+        if known is not None:
+            if known and int(max(known)) >= len(self.sources):
+                raise ManifestError(
+                    f"array {path!r}: chunk table refers to source {int(max(known))}, "
+                    f"the manifest has {len(self.sources)}"
+                )
+        elif table.nchunks and table.present().any():
             used = table.source[(table.source >= 0) & table.present()]
             if used.size and int(used.max()) >= len(self.sources):
                 raise ManifestError(
@@ -269,6 +276,10 @@ class Manifest:
         """Indices of sources some present, non-inline chunk refers to."""
         used: set[int] = set()
         for t in self.tables.values():
+            known = getattr(t, "sources_used", None)
+            if known is not None:  # paged tables know their sources without loading pages
+                used.update(int(s) for s in known)
+                continue
             m = t.present() & (t.source >= 0)
             if m.any():
                 used.update(int(s) for s in np.unique(t.source[m]))

@@ -221,6 +221,11 @@ class ReferenceStore(Store):
 
     def _users_of(self, idx: int) -> str:
         for path, table in self.manifest.tables.items():
+            known = getattr(table, "sources_used", None)
+            if known is not None:  # a paged table: name the array without loading its pages
+                if idx in known:
+                    return f"array {path!r}"
+                continue
             hit = np.nonzero((table.source == idx) & table.present())[0]
             if hit.size:
                 coords = table.coords_of(int(hit[0]))
@@ -312,59 +317,81 @@ class ReferenceStore(Store):
 
     def _get_many(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
         out: list[bytes | None] = [None] * len(requests)
-        fetches: list[_Fetch] = []
+        # Pass 1: documents from memory; chunk keys decoded and grouped per array, so each
+        # table is read with one batched ``take`` (paged tables load only the pages touched).
+        per_array: dict[str, list[tuple[int, tuple[int, ...], int]]] = {}
         for i, (key, rng) in enumerate(requests):
             doc = self._docs.get(key)
             if doc is not None:
                 out[i] = slice_value(key, doc, rng)
                 continue
             loc = self._locate(key)
-            if loc is None:
-                continue
-            info, coords, flat = loc
-            table = info.table
-            length = table.length[flat]
-            if length == ABSENT:
-                continue
-            src = int(table.source[flat])
-            if src == INLINE:
-                data = table.inline[flat]
-                if self.verify:
-                    self._check_content(info.path, coords, data, key=key)
-                out[i] = slice_value(key, data, rng)
-                continue
-            verify = self.verify and table.cid_of(flat) is not None
-            offset = int(table.offset[flat])
-            if length == WHOLE:
-                if isinstance(rng, SuffixRequest) and rng.length == 0 and not verify:
-                    out[i] = b""
+            if loc is not None:
+                per_array.setdefault(loc[0].path, []).append((i, loc[1], loc[2]))
+        fetches: list[_Fetch] = []
+        for path, items in per_array.items():
+            table = self._arrays[path].table
+            sources, offsets, lengths = table.take([flat for _, _, flat in items])
+            for (i, coords, flat), src, off, length in zip(items, sources.tolist(), offsets.tolist(), lengths.tolist()):
+                if length == int(ABSENT):
                     continue
-                start, stop = _whole_range(rng)
-                fetches.append(_Fetch(i, src, start, stop, key, info.path, coords, None, False))
-                if verify:
-                    fetches[-1].start, fetches[-1].stop = None, None
-                    fetches[-1].post, fetches[-1].verify = rng, True
-                continue
-            n = int(length)
-            if n == 0:
-                # Zero-length reference: no request (s3fs would answer bytes=x-(x-1) with the
-                # whole object).
-                if verify:
-                    self._check_content(info.path, coords, b"", key=key)
-                out[i] = slice_value(key, b"", rng)
-                continue
-            if verify:
-                start, stop, post = offset, offset + n, rng
-            else:
-                lo, hi = _chunk_range(key, n, rng)
-                start, stop, post = offset + lo, offset + hi, None
-            if start == stop:
-                out[i] = b""  # empty range of a chunk: no request
-                continue
-            fetches.append(_Fetch(i, src, start, stop, key, info.path, coords, post, verify))
+                f = self._plan(i, requests[i][0], requests[i][1], path, coords, flat, src, off, length, out)
+                if f is not None:
+                    fetches.append(f)
         if fetches:
             self._fetch_all(fetches, out)
         return out
+
+    def _plan(
+        self,
+        i: int,
+        key: str,
+        rng: ByteRange | None,
+        path: str,
+        coords: tuple[int, ...],
+        flat: int,
+        src: int,
+        offset: int,
+        length: int,
+        out: list[bytes | None],
+    ) -> _Fetch | None:
+        """Serve request ``i`` from memory, or return the byte range to fetch for it."""
+        table = self._arrays[path].table
+        if src == INLINE:
+            ref = table.lookup_flat(flat)
+            assert ref is not None and ref.data is not None
+            if self.verify:
+                self._check_content(path, coords, ref.data, key=key)
+            out[i] = slice_value(key, ref.data, rng)
+            return None
+        if src < 0:
+            raise SourceUnavailableError(
+                f"chunk {key!r} of array {path!r} is a repository object (source {src}), not a reference: "
+                "open it through its repository"
+            )
+        verify = self.verify and table.cid_of(flat) is not None
+        if length == int(WHOLE):
+            if isinstance(rng, SuffixRequest) and rng.length == 0 and not verify:
+                out[i] = b""
+                return None
+            if verify:
+                return _Fetch(i, src, None, None, key, path, coords, rng, True)
+            start, stop = _whole_range(rng)
+            return _Fetch(i, src, start, stop, key, path, coords, None, False)
+        if length == 0:
+            # Zero-length reference: no request (s3fs would answer bytes=x-(x-1) with the whole
+            # object).
+            if verify:
+                self._check_content(path, coords, b"", key=key)
+            out[i] = slice_value(key, b"", rng)
+            return None
+        if verify:
+            return _Fetch(i, src, offset, offset + length, key, path, coords, rng, True)
+        lo, hi = _chunk_range(key, length, rng)
+        if lo == hi:
+            out[i] = b""  # empty range of a chunk: no request
+            return None
+        return _Fetch(i, src, offset + lo, offset + hi, key, path, coords, None, False)
 
     def _fetch_all(self, fetches: list[_Fetch], out: list[bytes | None]) -> None:
         by_fs: dict[tuple[str, int], list[_Fetch]] = {}
@@ -518,7 +545,7 @@ class ReferenceStore(Store):
         if key in self._docs:
             return True
         loc = self._locate(key)
-        return loc is not None and loc[0].table.length[loc[2]] != ABSENT
+        return loc is not None and loc[0].table.lookup_flat(loc[2]) is not None
 
     def _getsize(self, key: str) -> int | None:
         doc = self._docs.get(key)
@@ -527,13 +554,12 @@ class ReferenceStore(Store):
         loc = self._locate(key)
         if loc is None:
             return None
-        info, coords, flat = loc
-        length = info.table.length[flat]
-        if length == ABSENT:
+        ref = loc[0].table.lookup_flat(loc[2])
+        if ref is None:
             return None
-        if length != WHOLE:
-            return int(length)
-        src = self._sources[int(info.table.source[flat])]
+        if ref.length is not None:
+            return int(ref.length)
+        src = self._sources[ref.source]
         return int(self._filesystem(src.fs_key).size(src.fs_path))
 
     def _chunk_keys(self, info: _ArrayInfo) -> list[str]:
