@@ -61,7 +61,6 @@ from chunkref.zarr.codecs.base import (
     ChunkSpec,
     Codec,
     check_configuration,
-    is_variable_dtype,
 )
 from chunkref.zarr.codecs.registry import codec_from_json, register_codec
 from chunkref.zarr.codecs.shard_index import (
@@ -71,8 +70,9 @@ from chunkref.zarr.codecs.shard_index import (
     inner_coords,
     validate_index,
 )
+from chunkref.zarr.codecs.shard_kernels import InnerCodec, address
 from chunkref.zarr.grid import ChunkGrid, RegularGrid
-from chunkref.zarr.indexing.axis import project_int, project_slice
+from chunkref.zarr.indexing.axis import project_slice
 
 __all__ = ["ShardingCodec"]
 
@@ -114,88 +114,6 @@ def _blen(x: Any) -> int:
     return x.nbytes if isinstance(x, (np.ndarray, memoryview)) else len(x)
 
 
-# --- inner chunk codec ---------------------------------------------------------------------------
-
-
-class _InnerChain:
-    """Decodes and encodes one inner chunk; the fast path skips the generic pipeline.
-
-    The fast path applies when the inner chain is ``transpose``\\* ``bytes`` ``bb``\\*: decode is
-    the bytes->bytes codecs in reverse (bounded by the known sizes), ``np.frombuffer`` and a
-    transposed view; encode is one ``np.ascontiguousarray`` (which transposes and byte-swaps in
-    the same copy) and the bytes->bytes codecs.
-    """
-
-    def __init__(self, codecs: Sequence[Codec], spec: ChunkSpec) -> None:
-        from chunkref.zarr.codecs.bytes_codec import BytesCodec
-        from chunkref.zarr.codecs.pipeline import CodecPipeline
-
-        self.spec = spec
-        self.pipeline = CodecPipeline.from_v3([c.to_json() for c in codecs], spec.dtype, spec.shape)
-        aa = list(getattr(self.pipeline, "array_array_codecs", ()))
-        ab = getattr(self.pipeline, "array_bytes_codec", None)
-        bb = list(getattr(self.pipeline, "bytes_bytes_codecs", ()))
-        self.fast = (
-            isinstance(ab, BytesCodec)
-            and all(c.name == "transpose" for c in aa)
-            and not is_variable_dtype(spec.dtype)
-        )
-        self.nbytes = spec.nbytes or 0
-        if not self.fast:
-            return
-        shape = tuple(spec.shape)
-        perm = list(range(len(shape)))
-        for t in aa:
-            order = t.order  # type: ignore[attr-defined]
-            shape = tuple(shape[i] for i in order)
-            perm = [perm[i] for i in order]
-        self.stored_shape = shape
-        self.perm = tuple(perm) if perm != sorted(perm) else None
-        self.inverse = tuple(int(i) for i in np.argsort(perm)) if self.perm is not None else None
-        self.stored_dtype = ab.stored_dtype(spec.dtype)  # type: ignore[union-attr]
-        self.bb = bb
-        bspec = ChunkSpec(shape, spec.dtype, spec.fill_value)
-        self.bspec = bspec
-        # Bounds for each bytes->bytes decode: the size its input had on encode (exact while
-        # every codec before it has a fixed encoded size).
-        sizes = [self.nbytes]
-        exact = [True]
-        for c in bb[:-1]:
-            e = c.encoded_size(sizes[-1], bspec)
-            sizes.append(e if e is not None else c.max_encoded_size(sizes[-1], bspec))
-            exact.append(exact[-1] and e is not None)
-        self.bounds = list(zip(sizes, exact))
-
-    def decode(self, data: Any) -> np.ndarray:
-        """The inner chunk (shape ``spec.shape``); may be a read-only view of the buffer."""
-        if not self.fast:
-            return self.pipeline.decode(data, self.spec)
-        for c, (size, exact) in zip(reversed(self.bb), reversed(self.bounds)):
-            data = c.decode(data, self.bspec, size, exact)
-        arr = np.frombuffer(data, dtype=self.stored_dtype)
-        if arr.size * arr.itemsize != self.nbytes:
-            raise ChunkDecodeError(f"{arr.nbytes} bytes, expected {self.nbytes} for {self.spec.shape} {self.spec.dtype}")
-        arr = arr.reshape(self.stored_shape)
-        return arr if self.inverse is None else arr.transpose(self.inverse)
-
-    def encode_contiguous(self, chunk: np.ndarray) -> np.ndarray:
-        """The array the bytes->bytes codecs receive (fast path) or a C-contiguous chunk."""
-        if not self.fast:
-            return np.ascontiguousarray(chunk)
-        if self.perm is not None:
-            chunk = chunk.transpose(self.perm)
-        return np.ascontiguousarray(chunk, dtype=self.stored_dtype)
-
-    def encode(self, prepared: np.ndarray) -> Any:
-        """Encode what :meth:`encode_contiguous` returned."""
-        if not self.fast:
-            return self.pipeline.encode(prepared, self.spec)
-        data: Any = prepared
-        for c in self.bb:
-            data = c.encode(data, self.bspec)
-        return data
-
-
 # --- per-shard-shape layout ------------------------------------------------------------------------
 
 
@@ -229,6 +147,27 @@ class _Layout:
             acc *= c
         self.strides = tuple(reversed(strides))
         self._full: list[tuple[slice, ...]] | None = None
+        # Read plans of basic selections, by selection: a full read hits the same selection for
+        # every shard of the call, a chunk-by-chunk reader the same few again and again.
+        self._plans: dict[tuple[Any, ...], tuple[list[int], list[Any], list[Any]]] = {}
+
+    def plan(self, sel: tuple[Any, ...]) -> tuple[list[int], list[Any], list[Any]]:
+        """``(flat positions, selections in the inner chunks (None: all of it), selections of
+        shard[sel]'s result)`` of a basic selection, cached."""
+        key = _selection_key(sel)
+        hit = self._plans.get(key) if key is not None else None
+        if hit is not None:
+            return hit
+        proj = _project_basic(sel, self)
+        flats = [p[0] for p in proj]
+        ssels = [None if p[3] and len(p[1]) == len(self.chunk_shape) and all(isinstance(c, slice) for c in p[1]) else p[1] for p in proj]
+        osels = [p[2] for p in proj]
+        plan = (flats, ssels, osels)
+        if key is not None:
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def full_slices(self) -> list[tuple[slice, ...]]:
         """Per inner chunk (C order), its region of the shard."""
@@ -260,7 +199,15 @@ class _Layout:
 
 
 def _is_basic(sel: Any) -> bool:
-    return all(type(s) is int or isinstance(s, (int, np.integer)) or (isinstance(s, slice) and (s.step is None or s.step > 0)) for s in sel)
+    """Whether every entry is an int or a positive-step slice (so indexing gives a view)."""
+    for s in sel:
+        t = type(s)
+        if t is slice:
+            if s.step is not None and s.step <= 0:
+                return False
+        elif t is not int and not isinstance(s, np.integer):
+            return False
+    return True
 
 
 def _as_tuple(sel: Any) -> tuple[Any, ...]:
@@ -283,28 +230,46 @@ def _normalize(sel: Any, ndim: int) -> tuple[Any, ...]:
     return sel
 
 
+def _axis_basic(s: Any, axis: int, layout: _Layout) -> list[tuple[int, Any, Any, bool]]:
+    """One axis of a basic selection on the inner grid: ``(flat offset, selection in the inner
+    chunk, selection of the result axis or None when dropped, inner chunk fully covered)``."""
+    n = layout.shard_shape[axis]
+    c = layout.chunk_shape[axis]
+    stride = layout.strides[axis]
+    if not isinstance(s, slice):
+        i = int(s)
+        i = i + n if i < 0 else i
+        k = i // c
+        return [(k * stride, i - k * c, None, c == 1)]
+    start, stop, step = s.indices(n)
+    if step == 1:
+        # The common case in plain Python: a few inner chunks along the axis.
+        res = []
+        for k in range(start // c, (stop - 1) // c + 1 if stop > start else start // c):
+            lo = k * c
+            a = start - lo if start > lo else 0
+            b = stop - lo if stop < lo + c else c
+            res.append((k * stride, slice(a, b), slice(lo + a - start, lo + b - start), a == 0 and b == c))
+        return res
+    length = len(range(start, stop, step))
+    if length == 0:
+        return []
+    proj = project_slice(start, step, length, axis, layout.grid)
+    return [
+        (k * stride, cs, os, comp)
+        for k, cs, os, comp in zip(proj.chunks, proj.chunk_sels, proj.out_sels, proj.complete)
+    ]
+
+
 def _project_basic(sel: tuple[Any, ...], layout: _Layout) -> list[tuple[int, Any, Any, bool]]:
     """Inner chunks touched by a basic (ints, positive-step slices) shard-local selection.
 
-    Returns ``(flat position, selection in the inner chunk, selection of chunk[sel]'s result,
-    whether the inner chunk is completely overwritten)`` per inner chunk, in C order.
+    Returns ``(flat position, selection in the inner chunk, selection of the result of
+    shard[sel], whether the inner chunk is completely covered)`` per inner chunk, in C order.
     """
-    grid = layout.grid
-    per_axis = []
-    for axis, (s, n) in enumerate(zip(sel, layout.shard_shape)):
-        if isinstance(s, slice):
-            start, stop, step = s.indices(n)
-            length = len(range(start, stop, step))
-            if length == 0:
-                return []
-            proj = project_slice(start, step, length, axis, grid)
-        else:
-            i = int(s)
-            proj = project_int(i + n if i < 0 else i, axis, grid)
-        stride = layout.strides[axis]
-        per_axis.append(
-            [(k * stride, cs, None if proj.dropped else os, comp) for k, cs, os, comp in zip(proj.chunks, proj.chunk_sels, proj.out_sels, proj.complete)]
-        )
+    per_axis = [_axis_basic(s, a, layout) for a, s in enumerate(sel)]
+    if len(per_axis) == 1:
+        return [(f, (cs,), () if os is None else (os,), comp) for f, cs, os, comp in per_axis[0]]
     out = []
     for combo in itertools.product(*per_axis):
         flat = 0
@@ -319,6 +284,19 @@ def _project_basic(sel: tuple[Any, ...], layout: _Layout) -> list[tuple[int, Any
             comp = comp and c
         out.append((flat, tuple(csel), tuple(osel), comp))
     return out
+
+
+def _selection_key(sel: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """A hashable form of a basic selection (for the projection cache), or None."""
+    key = []
+    for s in sel:
+        if isinstance(s, slice):
+            key.append((s.start, s.stop, s.step))
+        elif isinstance(s, (int, np.integer)):
+            key.append(int(s))
+        else:
+            return None
+    return tuple(key)
 
 
 def _expand_bool(sel: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -428,7 +406,7 @@ class _State:
 
     dtype: np.dtype
     fill_value: Any
-    inner: _InnerChain
+    inner: InnerCodec
     cache: ShardIndexCache
     layouts: dict[tuple[int, ...], _Layout]
     lock: threading.Lock
@@ -523,7 +501,7 @@ class ShardingCodec(ArrayBytesCodec):
         state = _State(
             dtype,
             fill_value,
-            _InnerChain(self.codecs, inner_spec),
+            InnerCodec(self.codecs, inner_spec),
             old.cache if old is not None else ShardIndexCache(),
             old.layouts if old is not None and old.dtype == dtype else {},
             threading.Lock(),
@@ -586,9 +564,15 @@ class ShardingCodec(ArrayBytesCodec):
         out = np.empty(spec.shape, dtype=spec.dtype)
         key = "<shard>"
         index, stored, view = layout.split(data, key)
-        items: list[Any] = []
-        self._plan_whole(items, layout, index, stored, view, key, out, None)
-        self._run_decode(state, items)
+        offs = index[:, 0].tolist()
+        ends = (index[:, 0] + index[:, 1]).tolist()
+        st = stored.tolist()
+        base = address(view)
+        items = [
+            [view[offs[i] : ends[i]] if st[i] else None, out, region, None, key, i, layout, False, base + offs[i] if st[i] else None]
+            for i, region in enumerate(layout.full_slices())
+        ]
+        self._run_decode(state, items, _fill_of(spec, state))
         return out
 
     def encode(self, array: np.ndarray, spec: ChunkSpec) -> bytes | None:
@@ -616,34 +600,6 @@ class ShardingCodec(ArrayBytesCodec):
 
     # -- planning helpers ------------------------------------------------------------------------
 
-    @staticmethod
-    def _plan_whole(
-        items: list[Any],
-        layout: _Layout,
-        index: np.ndarray,
-        stored: np.ndarray,
-        view: memoryview,
-        key: str,
-        out: np.ndarray,
-        sel: tuple[Any, ...] | None,
-        out_sel: Any = None,
-    ) -> list[Any] | None:
-        """Decode items for a shard whose bytes are all at hand.
-
-        ``sel`` None means the whole shard into ``out`` (shaped like the shard).  Returns
-        post-processing work for selections that need a bounding-box buffer, else None.
-        """
-        if sel is None:
-            slices = layout.full_slices()
-            offs = index[:, 0].tolist()
-            lens = index[:, 1].tolist()
-            st = stored.tolist()
-            for i, s in enumerate(slices):
-                data = view[offs[i] : offs[i] + lens[i]] if st[i] else None
-                items.append((data, out, s, None, key, i, layout))
-            return None
-        return _plan_selection(items, layout, key, out, sel, out_sel, lambda flats: _slices_for(index, stored, view, flats))
-
     # -- reads ------------------------------------------------------------------------------------
 
     def read_partial_many(self, store: Any, requests: Sequence[Any], out: np.ndarray, options: Any) -> None:
@@ -663,32 +619,34 @@ class ShardingCodec(ArrayBytesCodec):
     def _read(self, store: Any, requests: Sequence[Any], out: np.ndarray, options: Any, use_cache: bool) -> None:
         state = self._state_for(requests[0].spec)
         cache = state.cache
-        fill = _fill(state)
-        items: list[Any] = []
+        layouts = state.layouts
+        items: list[list[Any]] = []
         post: list[Any] = []
         fetch: list[tuple[str, Any]] = []
         fetch_req: list[tuple[Any, _Layout, bool]] = []
-        partial: list[tuple[Any, _Layout, np.ndarray, bool]] = []
+        partial: list[tuple[Any, _Layout, np.ndarray]] = []
+        from_cache = False
         for req in requests:
-            layout = self._layout(tuple(req.spec.shape))
-            sel = _normalize(req.chunk_selection, len(layout.shard_shape))
+            shape = req.spec.shape
+            layout = layouts.get(shape) or self._layout(tuple(shape))
             if req.is_complete:
+                # The whole object in one request: no separate index read.
                 fetch.append((req.key, None))
                 fetch_req.append((req, layout, True))
                 continue
             index = cache.get(store, req.key) if use_cache else None
             if index is not None:
-                partial.append((req, layout, index, True))
+                partial.append((req, layout, index))
+                from_cache = True
             else:
                 fetch.append((req.key, layout.index_request()))
                 fetch_req.append((req, layout, False))
+        blobs: list[Any] = []
         if fetch:
             try:
                 blobs = store.get_many(fetch)
             except ShortReadError as exc:
                 raise ShardError(f"array {options.array_path!r}: a shard is shorter than its index: {exc}") from exc
-        else:
-            blobs = []
         for (req, layout, whole), blob in zip(fetch_req, blobs):
             if blob is None:
                 if not options.read_missing_chunks:
@@ -696,123 +654,99 @@ class ShardingCodec(ArrayBytesCodec):
                         f"chunk {req.key!r} of array {options.array_path!r} is missing "
                         "(array.read_missing_chunks is False)"
                     )
-                out[req.out_selection] = req.spec.fill_value if req.spec.fill_value is not None else fill
+                out[req.out_selection] = _fill_of(req.spec, state)
                 if not whole:
                     cache.discard(store, [req.key])
                 continue
             if whole:
                 index, stored, view = layout.split(blob, req.key)
                 cache.put(store, req.key, index)
-                sel = _normalize(req.chunk_selection, len(layout.shard_shape))
-                p = self._plan_whole(items, layout, index, stored, view, req.key, out, sel, req.out_selection)
-                if p:
-                    post.extend(p)
+                first = len(items)
+                flats = _plan_selection(items, post, layout, req.key, out, req.chunk_selection, req.out_selection)
+                if flats:
+                    ent = index[flats]
+                    st = stored[flats].tolist()
+                    offs = ent[:, 0].tolist()
+                    ends = (ent[:, 0] + ent[:, 1]).tolist()
+                    base = address(view)
+                    for j in range(len(flats)):
+                        if st[j]:
+                            it = items[first + j]
+                            it[0] = view[offs[j] : ends[j]]
+                            it[8] = base + offs[j]
             else:
                 index = layout.index.decode(blob, req.key)
                 validate_index(
                     index, req.key, layout.cps, data_start=layout.index_nbytes if layout.at_start else 0, data_stop=None
                 )
                 cache.put(store, req.key, index)
-                partial.append((req, layout, index, False))
+                partial.append((req, layout, index))
         if partial:
-            self._plan_ranges(store, partial, items, post, out, options)
-        self._run_decode(state, items)
+            self._fetch_inner(store, partial, items, post, out, options, from_cache)
+        self._run_decode(state, items, _fill_of(requests[0].spec, state))
         for fn in post:
             fn()
 
-    def _plan_ranges(self, store: Any, partial: list[Any], items: list[Any], post: list[Any], out: np.ndarray, options: Any) -> None:
-        """Plan, fetch (one merged batch) and queue the inner chunks of partly read shards."""
-        # First pass: per shard, the touched inner chunks (flat positions) and where they go.
-        pending: list[tuple[int, np.ndarray, list[Any]]] = []  # (shard no, flats, slot lists)
-        starts: list[np.ndarray] = []
-        stops: list[np.ndarray] = []
-        ids: list[np.ndarray] = []
-        from_cache = any(c for _, _, _, c in partial)
-        range_owner: list[tuple[int, np.ndarray]] = []
-        range_flats: list[np.ndarray] = []
-        for sno, (req, layout, index, _) in enumerate(partial):
-            sel = _normalize(req.chunk_selection, len(layout.shard_shape))
-            slot_items: list[Any] = []
-            collected: dict[str, Any] = {}
-
-            def resolver(flats: np.ndarray, _idx: np.ndarray = index, _c: dict = collected) -> list[Any]:
-                _c["flats"] = flats
-                # Placeholders: filled with the fetched bytes once the batch returns.
-                return [None] * len(flats)
-
-            p = _plan_selection(slot_items, layout, req.key, out, sel, req.out_selection, resolver)
-            if p:
-                post.extend(p)
-            flats = collected.get("flats")
-            if flats is None or len(flats) == 0:
+    def _fetch_inner(
+        self, store: Any, partial: list[Any], items: list[list[Any]], post: list[Any], out: np.ndarray, options: Any, from_cache: bool
+    ) -> None:
+        """Plan, fetch (one merged batch) and attach the needed inner chunks of partly read shards."""
+        # (shard no, start, stop, item position, flat) for every stored inner chunk needed.
+        ranges: list[tuple[int, int, int, int, int]] = []
+        for sno, (req, layout, index) in enumerate(partial):
+            first = len(items)
+            flats = _plan_selection(items, post, layout, req.key, out, req.chunk_selection, req.out_selection)
+            if not flats:
                 continue
-            ent = index[flats]
-            stored = ~((ent[:, 0] == _EMPTY) & (ent[:, 1] == _EMPTY))
-            pending.append((len(items), flats, slot_items))
-            items.extend(slot_items)
-            if stored.any():
-                so = ent[stored, 0].astype(np.int64)
-                sn = ent[stored, 1].astype(np.int64)
-                starts.append(so)
-                stops.append(so + sn)
-                ids.append(np.full(len(so), sno, dtype=np.int64))
-                range_flats.append(flats[stored])
-                range_owner.append((len(items) - len(slot_items), np.flatnonzero(stored)))
-        if not starts:
+            ent = index[flats].tolist()
+            for j, (o, nb) in enumerate(ent):
+                if o == _EMPTY_INT and nb == _EMPTY_INT:
+                    continue  # not stored: stays None and reads as the fill value
+                ranges.append((sno, o, o + nb, first + j, flats[j]))
+                if from_cache:
+                    items[first + j][7] = True
+        if not ranges:
             return
-        s = np.concatenate(starts)
-        e = np.concatenate(stops)
-        k = np.concatenate(ids)
-        gs, ge, assign = coalesce_ranges(s, e, options.coalesce_max_gap, options.coalesce_max_bytes, ids=k)
-        gkey = np.empty(len(gs), dtype=np.int64)
-        gkey[assign] = k
-        keys = [partial[int(i)][0].key for i in gkey.tolist()]
+        groups, assign = _coalesce(ranges, options.coalesce_max_gap, options.coalesce_max_bytes)
+        keys = [partial[g[0]][0].key for g in groups]
         try:
-            blobs = store.get_many([(key, RangeRequest(int(a), int(b))) for key, a, b in zip(keys, gs.tolist(), ge.tolist())])
+            blobs = store.get_many([(k, RangeRequest(g[1], g[2])) for k, g in zip(keys, groups)])
         except ShortReadError as exc:
-            err = _past_end_error(store, partial, s, e, k, np.concatenate(range_flats), exc)
+            err = _past_end_error(store, partial, ranges, exc)
             err._from_cache = from_cache  # type: ignore[attr-defined]
             raise err from exc
         if any(b is None for b in blobs):
+            missing = sorted({k for k, b in zip(keys, blobs) if b is None})
             if from_cache:
-                missing = {keys[i] for i, b in enumerate(blobs) if b is None}
-                self._state.cache.discard(store, sorted(missing))
+                self._state.cache.discard(store, missing)
                 raise _StaleIndex()
-            raise ShardError(f"array {options.array_path!r}: shards {sorted({keys[i] for i, b in enumerate(blobs) if b is None})} vanished during the read")
-        views = [memoryview(b).cast("B") if not isinstance(b, memoryview) else b for b in blobs]
-        # Cut each range out of its group (zero-copy views) and put it in its item slot.
-        rel_s = (s - gs[assign]).tolist()
-        rel_e = (e - gs[assign]).tolist()
-        ga = assign.tolist()
-        pos = 0
-        for first, which in range_owner:
-            for j in which.tolist():
-                it = items[first + j]
-                items[first + j] = (views[ga[pos]][rel_s[pos] : rel_e[pos]],) + it[1:] + (from_cache,)
-                pos += 1
+            raise ShardError(f"array {options.array_path!r}: shards {missing} vanished during the read")
+        views = [b if isinstance(b, memoryview) else memoryview(b) for b in blobs]
+        bases = [address(v) for v in views]
+        for (_, a, b, pos, _), g in zip(ranges, assign):
+            start = groups[g][1]
+            it = items[pos]
+            it[0] = views[g][a - start : b - start]
+            it[8] = bases[g] + a - start
 
-    def _run_decode(self, state: _State, items: list[Any]) -> None:
+    def _run_decode(self, state: _State, items: list[Any], fill: Any) -> None:
         if not items:
             return
         inner = state.inner
-        fill = _fill(state)
+
+        def on_error(item: Any, exc: BaseException) -> ShardError:
+            err = decode_error(item[4], inner_coords(item[5], item[6].cps), exc)
+            if len(item) > 7 and item[7]:
+                err._from_cache = True  # type: ignore[attr-defined]
+            return err
 
         def work(batch: list[Any]) -> None:
-            for item in batch:
-                data, dst, dsel, ssel, key, flat, layout = item[:7]
-                if data is None:
-                    dst[dsel] = fill
-                    continue
-                try:
-                    chunk = inner.decode(data)
-                except Exception as exc:
-                    err = decode_error(key, inner_coords(flat, layout.cps), exc)
-                    if len(item) > 7 and item[7]:
-                        err._from_cache = True  # type: ignore[attr-defined]
-                    raise err from exc
-                dst[dsel] = chunk if ssel is None else chunk[ssel]
+            inner.decode_batch(batch, fill, on_error)
 
-        map_batched(work, items, min_batch=_MIN_BATCH)
+        if len(items) < 2 * _MIN_BATCH:
+            work(items)  # too little to spread over threads
+        else:
+            map_batched(work, items, min_batch=_MIN_BATCH)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -867,7 +801,8 @@ class ShardingCodec(ArrayBytesCodec):
         if post_items:
             # Fancy selections: decode the touched chunks into bounding boxes, assign, then the
             # boxes' regions are encoded like any other item.
-            self._run_decode(state, [it for it in post_items if not (type(it[0]) is str and it[0] == "assign")])
+            fill = _fill_of(requests[0].spec, state)
+            self._run_decode(state, [it for it in post_items if not (type(it[0]) is str and it[0] == "assign")], fill)
             for it in post_items:
                 if type(it[0]) is str and it[0] == "assign":
                     it[1]()
@@ -992,6 +927,15 @@ class ShardingCodec(ArrayBytesCodec):
         fill = _fill(state)
         from chunkref.zarr.chunkio import is_fill
 
+        # Most chunks differ from the fill value in their first element: check that bit
+        # pattern first, the whole chunk only when it matches.
+        probe_dtype = state.dtype if inner.fast else None
+        first_bits: Any = None
+        if probe_dtype is not None and not probe_dtype.fields and probe_dtype.itemsize in (1, 2, 4, 8):
+            uint = np.dtype(f"u{probe_dtype.itemsize}")
+            stored = inner.stored_dtype
+            first_bits = (uint, np.asarray(fill, dtype=stored).reshape(1).view(uint)[0])
+
         def work(batch: list[Any]) -> list[tuple[int, int, Any]]:
             res = []
             for sno, flat, src in batch:
@@ -1011,19 +955,23 @@ class ShardingCodec(ArrayBytesCodec):
                     else:
                         chunk = np.full(inner.spec.shape, fill, dtype=state.dtype)
                     chunk[isel] = part
-                prepared = inner.encode_contiguous(chunk)
-                if not write_empty:
-                    probe = prepared if not inner.fast or prepared.dtype == state.dtype else np.ascontiguousarray(chunk)
-                    if is_fill(probe, fill):
-                        res.append((sno, flat, None))
-                        continue
+                # Laid out as stored (the fill check compares bits, so byte order and axis
+                # order do not matter).
+                prepared = inner.prepare(chunk)
+                if (
+                    not write_empty
+                    and (first_bits is None or prepared.reshape(-1)[:1].view(first_bits[0])[0] == first_bits[1])
+                    and is_fill(prepared, fill)
+                ):
+                    res.append((sno, flat, None))
+                    continue
                 try:
                     encoded = inner.encode(prepared)
                 except ChunkrefError:
                     raise
                 except Exception as exc:
                     raise CodecError(
-                        f"shard {keys[sno]!r}: inner chunk {flat} could not be encoded: {type(exc).__name__}: {exc}"
+                        f"shard {keys[sno]!r}: inner chunk {flat} (C-order position) could not be encoded: {type(exc).__name__}: {exc}"
                     ) from exc
                 res.append((sno, flat, encoded))
             return res
@@ -1065,27 +1013,27 @@ class _StaleIndex(Exception):
     """A cached index pointed at a shard that no longer exists (internal; triggers a re-read)."""
 
 
-_EMPTY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+_EMPTY_INT = (1 << 64) - 1
 
 
-def _past_end_error(
-    store: Any, partial: list[Any], starts: np.ndarray, stops: np.ndarray, ids: np.ndarray, flats: np.ndarray, exc: Exception
-) -> ShardError:
+def _past_end_error(store: Any, partial: list[Any], ranges: list[tuple[int, int, int, int, int]], exc: Exception) -> ShardError:
     """Name the shard and inner chunk that a short ranged read ran past (error path only)."""
-    for sno in np.unique(ids).tolist():
+    sizes: dict[int, int | None] = {}
+    for sno, a, b, _, flat in ranges:
         req, layout = partial[sno][0], partial[sno][1]
-        size = store.getsize(req.key)
-        sel = np.flatnonzero(ids == sno)
-        if size is None:
-            continue
-        bad = sel[stops[sel] > size - (0 if layout.at_start else layout.index_nbytes)]
-        if bad.size:
-            j = int(bad[0])
+        if sno not in sizes:
+            sizes[sno] = store.getsize(req.key)
+        size = sizes[sno]
+        if size is not None and b > size - (0 if layout.at_start else layout.index_nbytes):
             return ShardError(
-                f"shard {req.key!r}: inner chunk {inner_coords(int(flats[j]), layout.cps)} (offset {int(starts[j])}, "
-                f"length {int(stops[j] - starts[j])}) lies past the end of the shard's data ({size} bytes in all)"
+                f"shard {req.key!r}: inner chunk {inner_coords(flat, layout.cps)} (offset {a}, length {b - a}) "
+                f"lies past the end of the shard's data ({size} bytes in all)"
             )
     return ShardError(f"an inner chunk lies past the end of its shard: {exc}")
+
+
+def _fill_of(spec: ChunkSpec, state: _State) -> Any:
+    return spec.fill_value if spec.fill_value is not None else _fill(state)
 
 
 def _same_fill(a: Any, b: Any) -> bool:
@@ -1105,55 +1053,78 @@ def _fill(state: _State) -> Any:
     return state.fill_value
 
 
-def _slices_for(index: np.ndarray, stored: np.ndarray, view: memoryview, flats: np.ndarray) -> list[Any]:
-    ent = index[flats]
-    st = stored[flats].tolist()
-    offs = ent[:, 0].tolist()
-    lens = ent[:, 1].tolist()
-    return [view[o : o + n] if s else None for o, n, s in zip(offs, lens, st)]
-
-
 def _plan_selection(
-    items: list[Any],
+    items: list[list[Any]],
+    post: list[Any],
     layout: _Layout,
     key: str,
     out: np.ndarray,
-    sel: tuple[Any, ...],
+    chunk_sel: Any,
     out_sel: Any,
-    data_for: Any,
-) -> list[Any] | None:
-    """Queue decode items for ``out[out_sel] = shard[sel]``.
+) -> list[int]:
+    """Queue decode items for ``out[out_sel] = shard[chunk_sel]``; return their flat positions.
 
-    ``data_for(flats)`` gives the stored bytes (or None for empty) of the inner chunks at
-    ``flats``.  Basic selections decode straight into ``out``; others into a bounding-box
-    buffer, with a returned post-step that applies the selection.
+    Each item is ``[data, dst, dst selection, selection in the inner chunk or None, key, flat,
+    layout, from cache]`` with ``data`` None (the caller attaches the bytes; None stays for
+    empty inner chunks: fill).  Basic selections decode straight into ``out``; others into a
+    bounding-box buffer, with a post-step (appended to ``post``) that applies the selection.
     """
-    if _is_basic(sel) and _is_basic(_as_tuple(out_sel)):
-        proj = _project_basic(sel, layout)
-        if not proj:
-            return None
-        dst = out[_view_sel(out_sel)]
-        flats = np.fromiter((p[0] for p in proj), dtype=np.int64, count=len(proj))
-        datas = data_for(flats)
-        for (flat, csel, os_, _), data in zip(proj, datas):
-            full = all(isinstance(c, slice) and c.start == 0 and c.stop == n and c.step in (None, 1) for c, n in zip(csel, layout.chunk_shape))
-            items.append((data, dst, os_ if os_ else (), None if full else csel, key, flat, layout))
-        return None
-    flats, lo, bshape, shifted = _touched_fancy(sel, layout)
-    if len(flats) == 0:
-        return None
+    sel = _normalize(chunk_sel, len(layout.shard_shape))
+    osel = _as_tuple(out_sel)
+    if _is_basic(sel) and _is_basic(osel):
+        flats, ssels, osels = layout.plan(sel)
+        if not flats:
+            return flats
+        dst = out[osel + (Ellipsis,)]
+        items.extend([None, dst, o, c, key, f, layout, False, None] for f, c, o in zip(flats, ssels, osels))
+        return flats
+    fl, lo, bshape, shifted = _touched_fancy(sel, layout)
+    if len(fl) == 0:
+        return []
     cs = layout.chunk_shape
     bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=out.dtype)
-    coords = np.stack(np.unravel_index(flats, layout.cps), axis=-1) if cs else np.zeros((len(flats), 0), dtype=np.int64)
-    datas = data_for(flats)
-    for flat, kc, data in zip(flats.tolist(), coords.tolist(), datas):
+    coords = np.stack(np.unravel_index(fl, layout.cps), axis=-1).tolist() if cs else [[]] * len(fl)
+    flats = fl.tolist()
+    for flat, kc in zip(flats, coords):
         region = tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs))
-        items.append((data, bbox, region, None, key, flat, layout))
+        items.append([None, bbox, region, None, key, flat, layout, False, None])
 
     def finish(_b: np.ndarray = bbox, _s: tuple = shifted) -> None:
         out[out_sel] = _b[_s]
 
-    return [finish]
+    post.append(finish)
+    return flats
+
+
+def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Merge ``(shard no, start, stop, ...)`` ranges of the same shard: ``(groups as (shard no,
+    start, stop), group of each range)``.  Plain Python for a few ranges, numpy beyond."""
+    n = len(ranges)
+    if n == 1:
+        return [(ranges[0][0], ranges[0][1], ranges[0][2])], [0]
+    if n > 64:
+        sno = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=n)
+        st = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=n)
+        en = np.fromiter((r[2] for r in ranges), dtype=np.int64, count=n)
+        gs, ge, assign = coalesce_ranges(st, en, max_gap, max_bytes, ids=sno)
+        gid = np.empty(len(gs), dtype=np.int64)
+        gid[assign] = sno
+        return list(zip(gid.tolist(), gs.tolist(), ge.tolist())), assign.tolist()
+    order = sorted(range(n), key=lambda i: (ranges[i][0], ranges[i][1]))
+    groups: list[list[int]] = []
+    assign = [0] * n
+    for i in order:
+        s_, a, b = ranges[i][0], ranges[i][1], ranges[i][2]
+        if groups:
+            g = groups[-1]
+            if g[0] == s_ and a - g[2] <= max_gap and max(b, g[2]) - g[1] <= max_bytes:
+                if b > g[2]:
+                    g[2] = b
+                assign[i] = len(groups) - 1
+                continue
+        groups.append([s_, a, b])
+        assign[i] = len(groups) - 1
+    return [tuple(g) for g in groups], assign  # type: ignore[misc]
 
 
 register_codec(ShardingCodec)

@@ -1,0 +1,268 @@
+"""Coding of inner chunks for the sharding codec: the generic pipeline and the fast kernels.
+
+A shard holds thousands of small chunks, so what a chunk costs besides the codec itself decides
+the speed: numcodecs' zstd functions create and free a compression context on every call (~9 µs
+even for 16 bytes, more than decoding an 8 KiB chunk), and every intermediate ndarray costs a
+microsecond of Python.  :class:`InnerCodec` therefore has three levels:
+
+``zstd`` kernel (``transpose``\\* ``bytes`` ``zstd``, the usual chain)
+    Calls ``ZSTD_decompressDCtx`` / ``ZSTD_compressCCtx`` of the libzstd that numcodecs bundles
+    (its extension module exports the symbols; reached with :mod:`ctypes`, which releases the GIL
+    during the call), with one reusable context and buffer per thread.  Chunk bytes are addressed
+    by pointer (the planner computes ``base + offset`` for a whole shard or merged range at once),
+    decoded into the thread's buffer and copied from a fixed typed view of it straight into the
+    output: no allocation per chunk.  The decoded size must equal the chunk size exactly (the
+    buffer bounds what a hostile frame can produce).  Without those symbols the ``fast`` path
+    below is used.
+``fast`` (``transpose``\\* ``bytes`` ``bb``\\*)
+    The bytes->bytes codecs' own (bounded) decoders, ``np.frombuffer`` and a transposed view.
+generic
+    The inner :class:`~chunkref.zarr.codecs.pipeline.CodecPipeline` (nested sharding, vlen
+    strings, numcodecs filters).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from chunkref.errors import ChunkDecodeError, CodecError
+from chunkref.zarr.codecs.base import ChunkSpec, Codec, is_variable_dtype
+
+__all__ = ["InnerCodec", "address", "zstd_library"]
+
+
+def address(buf: Any) -> int:
+    """Memory address of the first byte of a contiguous buffer (kept alive by the caller)."""
+    return np.frombuffer(buf, dtype=np.uint8).__array_interface__["data"][0]
+
+
+class _ZstdLibrary:
+    """``ctypes`` binding of the libzstd inside numcodecs, with per-thread contexts."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        vp, sz = ctypes.c_void_p, ctypes.c_size_t
+        lib.ZSTD_createDCtx.restype = vp
+        lib.ZSTD_createCCtx.restype = vp
+        lib.ZSTD_freeDCtx.argtypes = [vp]
+        lib.ZSTD_freeCCtx.argtypes = [vp]
+        lib.ZSTD_decompressDCtx.argtypes = [vp, vp, sz, vp, sz]
+        lib.ZSTD_decompressDCtx.restype = sz
+        lib.ZSTD_compressCCtx.argtypes = [vp, vp, sz, vp, sz, ctypes.c_int]
+        lib.ZSTD_compressCCtx.restype = sz
+        lib.ZSTD_compressBound.argtypes = [sz]
+        lib.ZSTD_compressBound.restype = sz
+        lib.ZSTD_isError.argtypes = [sz]
+        lib.ZSTD_isError.restype = ctypes.c_uint
+        lib.ZSTD_getErrorName.argtypes = [sz]
+        lib.ZSTD_getErrorName.restype = ctypes.c_char_p
+        self.lib = lib
+        self.decompress = lib.ZSTD_decompressDCtx
+        self.compress = lib.ZSTD_compressCCtx
+        self._local = threading.local()
+
+    def error_name(self, code: int) -> str:
+        if self.lib.ZSTD_isError(code):
+            return (self.lib.ZSTD_getErrorName(code) or b"unknown error").decode("ascii", "replace")
+        return f"decoded {code} bytes"
+
+    def contexts(self) -> _ThreadContexts:
+        """This thread's contexts and buffers (created on first use, freed with the thread)."""
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = _ThreadContexts(self)
+            self._local.ctx = ctx
+        return ctx
+
+
+class _ThreadContexts:
+    """One decompression and one compression context, and scratch buffers, for one thread."""
+
+    def __init__(self, zstd: _ZstdLibrary) -> None:
+        self._lib = zstd.lib
+        self.dctx = zstd.lib.ZSTD_createDCtx()
+        self.cctx = zstd.lib.ZSTD_createCCtx()
+        if not self.dctx or not self.cctx:
+            raise MemoryError("libzstd could not allocate a context")
+        self._buffers: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+
+    def buffer(self, kind: str, nbytes: int) -> tuple[np.ndarray, int]:
+        """A reusable uint8 buffer of ``nbytes`` and its address."""
+        hit = self._buffers.get((kind, nbytes))
+        if hit is None:
+            buf = np.empty(max(1, nbytes), dtype=np.uint8)
+            hit = (buf, buf.__array_interface__["data"][0])
+            self._buffers[(kind, nbytes)] = hit
+        return hit
+
+    def __del__(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is not None:
+            if getattr(self, "dctx", None):
+                lib.ZSTD_freeDCtx(self.dctx)
+            if getattr(self, "cctx", None):
+                lib.ZSTD_freeCCtx(self.cctx)
+
+
+def _load_zstd() -> _ZstdLibrary | None:
+    try:
+        import numcodecs.zstd
+
+        return _ZstdLibrary(ctypes.CDLL(numcodecs.zstd.__file__))
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+_ZSTD = _load_zstd()
+
+
+def zstd_library() -> _ZstdLibrary | None:
+    """The ctypes zstd binding, or None when numcodecs' extension does not export libzstd."""
+    return _ZSTD
+
+
+class InnerCodec:
+    """Decodes and encodes the inner chunks of one sharded array (see the module docstring).
+
+    Parameters
+    ----------
+    codecs
+        The inner codec chain (parsed, not evolved).
+    spec
+        Inner chunk shape, array dtype and fill value.
+    """
+
+    def __init__(self, codecs: Sequence[Codec], spec: ChunkSpec) -> None:
+        from chunkref.zarr.codecs.bytes_codec import BytesCodec
+        from chunkref.zarr.codecs.compression import ZstdCodec
+        from chunkref.zarr.codecs.pipeline import CodecPipeline
+
+        self.spec = spec
+        self.pipeline = CodecPipeline.from_v3([c.to_json() for c in codecs], spec.dtype, spec.shape)
+        aa = list(self.pipeline.array_array_codecs)
+        ab = self.pipeline.array_bytes_codec
+        bb = list(self.pipeline.bytes_bytes_codecs)
+        self.fast = isinstance(ab, BytesCodec) and all(c.name == "transpose" for c in aa) and not is_variable_dtype(spec.dtype)
+        self.nbytes = spec.nbytes or 0
+        self.zstd: _ZstdLibrary | None = None
+        if not self.fast:
+            return
+        shape = tuple(spec.shape)
+        perm = list(range(len(shape)))
+        for t in aa:
+            order = t.order  # type: ignore[attr-defined]
+            shape = tuple(shape[i] for i in order)
+            perm = [perm[i] for i in order]
+        self.stored_shape = shape
+        self.perm = tuple(perm) if perm != sorted(perm) else None
+        self.inverse = tuple(int(i) for i in np.argsort(perm)) if self.perm is not None else None
+        self.stored_dtype = ab.stored_dtype(spec.dtype)  # type: ignore[attr-defined]
+        self.bb = bb
+        bspec = ChunkSpec(shape, spec.dtype, spec.fill_value)
+        self.bspec = bspec
+        # Bounds for each bytes->bytes decode: the size its input had on encode (exact while
+        # every codec before it has a fixed encoded size).
+        sizes = [self.nbytes]
+        exact = [True]
+        for c in bb[:-1]:
+            e = c.encoded_size(sizes[-1], bspec)
+            sizes.append(e if e is not None else c.max_encoded_size(sizes[-1], bspec))
+            exact.append(exact[-1] and e is not None)
+        self.bounds = list(zip(sizes, exact))
+        if len(bb) == 1 and isinstance(bb[0], ZstdCodec) and self.nbytes > 0 and _ZSTD is not None:
+            self.zstd = _ZSTD
+            self.level = bb[0].level
+            # The plain compress call writes no checksum; keep numcodecs for checksummed frames.
+            self.zstd_encode = not bb[0].checksum
+            self.bound = int(_ZSTD.lib.ZSTD_compressBound(self.nbytes))
+
+    # -- decoding ----------------------------------------------------------------------------------
+
+    def typed_view(self, buf: np.ndarray) -> np.ndarray:
+        """``buf`` (the decoded bytes) as the inner chunk: stored dtype and shape, transposed back."""
+        arr = buf[: self.nbytes].view(self.stored_dtype).reshape(self.stored_shape)
+        return arr if self.inverse is None else arr.transpose(self.inverse)
+
+    def decode(self, data: Any) -> np.ndarray:
+        """The inner chunk (shape ``spec.shape``); may be a read-only view of ``data``."""
+        if not self.fast:
+            return self.pipeline.decode(data, self.spec)
+        for c, (size, exact) in zip(reversed(self.bb), reversed(self.bounds)):
+            data = c.decode(data, self.bspec, size, exact)
+        arr = np.frombuffer(data, dtype=self.stored_dtype)
+        if arr.size * arr.itemsize != self.nbytes:
+            raise ChunkDecodeError(f"{arr.nbytes} bytes, expected {self.nbytes} for {self.spec.shape} {self.spec.dtype}")
+        arr = arr.reshape(self.stored_shape)
+        return arr if self.inverse is None else arr.transpose(self.inverse)
+
+    def decode_batch(self, batch: Sequence[Any], fill: Any, on_error: Any) -> None:
+        """Decode read items ``[data, dst, dst_sel, src_sel, key, flat, layout, from_cache, ptr]``
+        into their destinations (``data`` None: fill).  ``on_error(item, exc)`` builds the error
+        to raise."""
+        zstd = self.zstd
+        if zstd is None:
+            decode = self.decode
+            for item in batch:
+                data, dst, dsel, ssel = item[0], item[1], item[2], item[3]
+                if data is None:
+                    dst[dsel] = fill
+                    continue
+                try:
+                    chunk = decode(data)
+                except Exception as exc:
+                    raise on_error(item, exc) from exc
+                dst[dsel] = chunk if ssel is None else chunk[ssel]
+            return
+        ctx = zstd.contexts()
+        buf, bptr = ctx.buffer("d", self.nbytes)
+        view = self.typed_view(buf)
+        nbytes = self.nbytes
+        dctx = ctx.dctx
+        decompress = zstd.decompress
+        for item in batch:
+            data, dst, dsel, ssel = item[0], item[1], item[2], item[3]
+            if data is None:
+                dst[dsel] = fill
+                continue
+            ptr = item[8] if len(item) > 8 and item[8] is not None else address(data)
+            got = decompress(dctx, bptr, nbytes, ptr, len(data))
+            if got != nbytes:
+                raise on_error(item, ChunkDecodeError(f"zstd: {zstd.error_name(got)}, expected {nbytes} bytes"))
+            dst[dsel] = view if ssel is None else view[ssel]
+
+    # -- encoding ----------------------------------------------------------------------------------
+
+    def prepare(self, chunk: np.ndarray) -> np.ndarray:
+        """The chunk laid out as stored (C order, stored dtype, transposed): what gets compressed,
+        and what the fill-value check looks at.  With the zstd kernel this is the thread's
+        staging buffer, valid until the next call on the same thread."""
+        if not self.fast:
+            return np.ascontiguousarray(chunk)
+        if self.perm is not None:
+            chunk = chunk.transpose(self.perm)
+        if self.zstd is not None and self.zstd_encode:
+            buf, _ = self.zstd.contexts().buffer("s", self.nbytes)
+            stage = buf[: self.nbytes].view(self.stored_dtype).reshape(self.stored_shape)
+            np.copyto(stage, chunk)
+            return stage
+        return np.ascontiguousarray(chunk, dtype=self.stored_dtype)
+
+    def encode(self, prepared: np.ndarray) -> Any:
+        """Encode what :meth:`prepare` returned (bytes-like)."""
+        if not self.fast:
+            return self.pipeline.encode(prepared, self.spec)
+        if self.zstd is not None and self.zstd_encode:
+            ctx = self.zstd.contexts()
+            out, optr = ctx.buffer("c", self.bound)
+            n = self.zstd.compress(ctx.cctx, optr, self.bound, prepared.__array_interface__["data"][0], self.nbytes, self.level)
+            if self.zstd.lib.ZSTD_isError(n):
+                raise CodecError(f"zstd: {self.zstd.error_name(n)}")
+            return ctypes.string_at(optr, n)
+        data: Any = prepared
+        for c in self.bb:
+            data = c.encode(data, self.bspec)
+        return data
