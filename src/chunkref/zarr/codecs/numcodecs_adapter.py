@@ -305,7 +305,9 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
         return self.codec_id not in _CHECKSUM_IDS and self.codec_id not in _SAME_SIZE_IDS
 
     def evolve(self, spec: ChunkSpec) -> NumcodecsCodec:
-        if self.codec_id == "shuffle" and self.config.get("elementsize") is None and spec.nbytes is not None:
+        # netCDF-C's NCZarr writes {"id": "shuffle", "elementsize": 0} meaning "the type size"
+        # (HDF5's shuffle semantics); numcodecs would take 0 as "do nothing".
+        if self.codec_id == "shuffle" and self.config.get("elementsize") in (None, 0) and spec.nbytes is not None:
             return self._with(elementsize=spec.dtype.itemsize)
         return self
 
