@@ -175,6 +175,16 @@ class _Entries:
         self.offsets.append(offset)
         self.lengths.append(length)
 
+    def offsets_array(self) -> np.ndarray:
+        if getattr(self, "_offs", None) is None or len(self._offs) != len(self.offsets):
+            self._offs = np.array(self.offsets, dtype=np.uint64)
+        return self._offs
+
+    def lengths_array(self) -> np.ndarray:
+        if getattr(self, "_lens", None) is None or len(self._lens) != len(self.lengths):
+            self._lens = np.array(self.lengths, dtype=np.uint64)
+        return self._lens
+
     def add_inline(self, key: str, data: bytes) -> None:
         self.data[len(self.keys)] = data
         self.keys.append(key)
@@ -253,13 +263,27 @@ def _expand_gen(gens: Any, templates: Mapping[str, str], entries: _Entries, budg
             offsets, lengths = ints[0].tolist(), ints[1].tolist()
         else:
             offsets, lengths = [0] * n, [int(WHOLE)] * n
-        for k in keys:
-            _check_key(k)
+        _check_keys(keys)
         entries.keys.extend(keys)
         entries.urls.extend(urls)
         entries.offsets.extend(offsets)
         entries.lengths.extend(lengths)
     return total
+
+
+_BAD_KEY_PATTERN = re.compile(r"(?:^|\x00)(?:/|\.{1,2}(?:/|\x00|$)|.:)|//|/\.{1,2}(?:/|\x00|$)|/(?:\x00|$)|\\|(?:^|\x00)(?:\x00|$)")
+
+
+def _check_keys(keys: list[str]) -> None:
+    """Validate many keys at once (one join and one regex scan); name the first bad one."""
+    if not keys:
+        return
+    joined = "\x00".join(keys)
+    # A NUL inside a key shows up as an extra separator; the pattern catches absolute keys,
+    # drive letters, empty, '.' and '..' segments and backslashes at key boundaries.
+    if joined.count("\x00") != len(keys) - 1 or _BAD_KEY_PATTERN.search(joined):
+        for k in keys:
+            _check_key(k)
 
 
 def _check_key(key: Any) -> str:
@@ -326,40 +350,59 @@ def from_kerchunk(
 
     meta: dict[str, dict[str, dict]] = {}
     entries = _Entries()
+    # Hot loop over up to millions of references: locals, no per-key helper calls; keys are
+    # validated in bulk afterwards and template substitution is memoised per distinct URL.
+    keys_append, urls_append = entries.keys.append, entries.urls.append
+    offs_append, lens_append = entries.offsets.append, entries.lengths.append
+    substituted: dict[str, str] = {}
+    whole = int(WHOLE)
     for key, value in body.items():
-        _check_key(key)
-        head, _, name = key.rpartition("/")
+        if type(key) is not str:
+            raise ManifestError(f"manifest key {key!r} is not a string")
+        name = key[key.rfind("/") + 1 :]
         if name in _METADATA_NAMES:
-            meta.setdefault(head, {})[name] = _metadata_document(key, value, depth_limit)
+            _check_key(key)
+            meta.setdefault(key[: max(key.rfind("/"), 0)], {})[name] = _metadata_document(key, value, depth_limit)
             continue
         if name in _IGNORED_NAMES:
             continue
-        if isinstance(value, str):
+        if type(value) is list and len(value) == 3:
+            url, offset, length = value
+            if type(offset) is not int or type(length) is not int or not (
+                0 <= offset <= MAX_BYTE_POSITION and 0 <= length <= MAX_BYTE_POSITION - offset
+            ):
+                _check_int(key, offset, "offset")
+                _check_int(key, length, "length")
+                raise ManifestError(f"manifest key {key!r}: offset + length out of range")
+        elif type(value) is list and len(value) == 1:
+            url, offset, length = value[0], 0, whole
+        elif isinstance(value, str):
             entries.add_inline(key, _b64(key, value[7:]) if value.startswith("base64:") else value.encode("utf-8"))
+            continue
         elif isinstance(value, list):
-            if len(value) not in (1, 3):
-                raise ManifestError(f"manifest key {key!r}: reference must be [url] or [url, offset, length]")
-            url = value[0]
-            if url is None:
-                if target is None:
-                    raise ManifestError(f"manifest key {key!r}: reference has no URL and no target was given")
-                url = target
-            if not isinstance(url, str) or not url:
-                raise ManifestError(f"manifest key {key!r}: reference URL must be a non-empty string, got {url!r:.80}")
-            if "{" in url:
-                url = substitute(url, templates, f"manifest key {key!r}")
-            if len(value) == 1:
-                entries.add_ref(key, url, 0, int(WHOLE))
-            else:
-                offset = _check_int(key, value[1], "offset")
-                length = _check_int(key, value[2], "length")
-                if offset + length > MAX_BYTE_POSITION:
-                    raise ManifestError(f"manifest key {key!r}: offset + length out of range")
-                entries.add_ref(key, url, offset, length)
+            raise ManifestError(f"manifest key {key!r}: reference must be [url] or [url, offset, length]")
         elif isinstance(value, dict):
             entries.add_inline(key, json.dumps(value).encode("utf-8"))
+            continue
         else:
             raise ManifestError(f"manifest key {key!r}: unsupported value {value!r:.80}")
+        if type(url) is not str or not url:
+            if url is None and target is not None:
+                url = target
+            elif url is None:
+                raise ManifestError(f"manifest key {key!r}: reference has no URL and no target was given")
+            else:
+                raise ManifestError(f"manifest key {key!r}: reference URL must be a non-empty string, got {url!r:.80}")
+        if "{" in url:
+            done = substituted.get(url)
+            if done is None:
+                done = substituted[url] = substitute(url, templates, f"manifest key {key!r}")
+            url = done
+        keys_append(key)
+        urls_append(url)
+        offs_append(offset)
+        lens_append(length)
+    _check_keys(entries.keys)
     if gens:
         _expand_gen(gens, templates, entries, max_refs - len(body))
 
@@ -418,7 +461,8 @@ def _array_key_encoding(docs: Mapping[str, dict], path: str) -> ChunkKeyEncoding
         raise ManifestError(f"array {path!r}: {exc}") from exc
 
 
-_CANONICAL_INDEX = re.compile(r"(?:0|[1-9][0-9]*)\Z")
+_LEADING_ZERO = {sep: re.compile(r"(?:^|" + re.escape(sep) + r")0[0-9]") for sep in ("/", ".")}
+_TOO_LONG = re.compile(r"[0-9]{19}")
 
 
 def parse_chunk_keys(suffixes: list[str], encoding: ChunkKeyEncoding, ndim: int, where: str) -> np.ndarray:
@@ -459,14 +503,11 @@ def parse_chunk_keys(suffixes: list[str], encoding: ChunkKeyEncoding, ndim: int,
     parts = joined.split(sep)
     if len(parts) != n * ndim or not joined.replace(sep, "").isascii() or not joined.replace(sep, "").isdigit():
         raise strict_error()
-    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
-    if (lengths > 18).any():
+    # Leading zeros ("01") are not canonical: such a key would alias another chunk; more than 18
+    # digits could overflow int64.
+    if _LEADING_ZERO[sep].search(joined) or _TOO_LONG.search(joined):
         raise strict_error()
-    # Leading zeros ("01") are not canonical: such a key would alias another chunk.
-    multi = np.nonzero(lengths > 1)[0]
-    if multi.size and any(parts[i][0] == "0" for i in multi.tolist()):
-        raise strict_error()
-    return np.array(parts, dtype=np.int64).reshape(n, ndim)
+    return np.fromiter(map(int, parts), np.int64, len(parts)).reshape(n, ndim)
 
 
 def _build_table(
@@ -495,13 +536,14 @@ def _build_table(
     is_ref = np.fromiter((u is not None for u in urls), bool, len(urls))
     ref_pos = np.nonzero(is_ref)[0]
     if ref_pos.size:
-        ref_urls = [urls[i] for i in ref_pos.tolist()]
-        uniq, inverse = np.unique(np.asarray(ref_urls, dtype=object).astype(str), return_inverse=True)
-        ids = np.asarray([m.add_source(u) for u in uniq.tolist()], np.int64)[inverse]
+        ref_urls = urls if ref_pos.size == len(urls) else [urls[i] for i in ref_pos.tolist()]
+        # Distinct URLs through a dict (C speed), not a sort of a million strings.
+        ids_of = dict.fromkeys(ref_urls)
+        for u in ids_of:
+            ids_of[u] = m.add_source(u)
+        ids = np.fromiter(map(ids_of.__getitem__, ref_urls), np.int64, len(ref_urls))
         idx_arr = np.asarray(idx, np.int64)[ref_pos]
-        offsets = np.asarray([entries.offsets[i] for i in idx_arr.tolist()], np.uint64)
-        lengths = np.asarray([entries.lengths[i] for i in idx_arr.tolist()], np.uint64)
-        table.set_refs(flat[ref_pos], ids, offsets, lengths)
+        table.set_refs(flat[ref_pos], ids, entries.offsets_array()[idx_arr], entries.lengths_array()[idx_arr])
     for j in np.nonzero(~is_ref)[0].tolist():
         table._set_inline_flat(int(flat[j]), entries.data[idx[j]])
     return table
