@@ -194,7 +194,7 @@ class Array:
     @property
     def attrs(self) -> Attributes:
         """User attributes; assignments are written to the store at once."""
-        return Attributes(self._metadata.attributes, self._set_attributes, read_only=self.read_only)
+        return Attributes(self._metadata.attributes, self._set_attributes, read_only=self.read_only, name=self.name)
 
     @property
     def dimension_names(self) -> tuple[str | None, ...] | None:

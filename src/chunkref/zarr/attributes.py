@@ -16,15 +16,21 @@ class Attributes(MutableMapping[str, Any]):
     """
 
     def __init__(
-        self, data: dict[str, Any], save: Callable[[dict[str, Any]], None], *, read_only: bool = False
+        self,
+        data: dict[str, Any],
+        save: Callable[[dict[str, Any]], None],
+        *,
+        read_only: bool = False,
+        name: str = "",
     ) -> None:
         self._data = dict(data)
         self._save = save
         self._read_only = read_only
+        self._name = name
 
     def _commit(self, new: dict[str, Any]) -> None:
         if self._read_only:
-            raise ReadOnlyError("attributes of a read-only node cannot be changed")
+            raise ReadOnlyError(f"attributes of the read-only node {self._name or '?'!r} cannot be changed")
         self._save(new)
         self._data = new
 

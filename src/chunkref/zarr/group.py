@@ -99,7 +99,7 @@ class Group:
 
     @property
     def attrs(self) -> Attributes:
-        return Attributes(self._metadata.attributes, self._set_attributes, read_only=self._read_only)
+        return Attributes(self._metadata.attributes, self._set_attributes, read_only=self._read_only, name=self.name)
 
     def _set_attributes(self, attributes: dict[str, Any]) -> None:
         self._check_writable()
