@@ -354,3 +354,16 @@ def test_native_repository_chunks_are_not_references(local):
     t.source[1] = NATIVE
     with pytest.raises(SourceUnavailableError, match="repository object"):
         ReferenceStore(m).get("g/a/c/1")
+
+
+@pytest.mark.network
+def test_zero_length_and_absent_make_no_request(http_manifest):
+    m, server, url = http_manifest
+    t = m.tables["g/a"]
+    t.set_ref((0,), 0, 50, 0)
+    t.set_absent((1,))
+    s = ReferenceStore(m, allow=[server.url("ref/")], storage_options=HTTP_OPTIONS)
+    server.requests.clear()
+    assert s.get_many([("g/a/c/0", None), ("g/a/c/1", None), ("g/a/zarr.json", None)])[:2] == [b"", None]
+    assert s.get("g/a/c/2", RangeRequest(3, 3)) == b""
+    assert server.requests == []
