@@ -72,7 +72,8 @@ def test_gaps_are_merged_when_small(args) -> None:
     gs, ge, _ = coalesce_ranges(starts, stops, max_gap, 1 << 40)
     if len(gs) > 1:
         assert (gs[1:] - ge[:-1] > max_gap).all()
-        assert (gs[1:] > gs[:-1]).all()
+        # Empty ranges at one position do not overlap, so with max_gap=-1 they may stay apart.
+        assert (gs[1:] > gs[:-1]).all() if max_gap >= 0 else (gs[1:] >= gs[:-1]).all()
 
 
 def test_examples() -> None:
