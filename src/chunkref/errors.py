@@ -86,6 +86,21 @@ class ManifestError(ChunkrefError, ValueError):
     """A reference manifest is malformed or hostile (names the key or field)."""
 
 
+class CombineError(ManifestError):
+    """Manifests cannot be combined: they disagree on something that must agree.
+
+    The message names the file, the variable and the field; they are also attributes
+    (``file``, ``variable``, ``field``; None when not applicable).
+    """
+
+    def __init__(self, message: str = "", *, file: str | None = None, variable: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.variable = variable
+        self.field = field
+
+
 class ConflictError(ChunkrefError, ValueError):
     """Concurrent changes conflict (names the arrays and chunks)."""
 
@@ -160,6 +175,10 @@ class SourceUnavailableError(StoreError):
 
 class AccessDeniedError(SourceUnavailableError, PermissionError):
     """The storage backend refused access (HTTP 401/403, S3 AccessDenied, file permissions)."""
+
+
+class MissingObjectError(StoreError):
+    """A repository object named by a content id is not in the store (names the object)."""
 
 
 __all__ = [name for name in dir() if name.endswith("Error")]

@@ -55,3 +55,5 @@ __all__ = [
 
 # ``sharding_indexed`` registers itself when imported; it builds on everything above.
 from chunkref.zarr.codecs import sharding as _sharding  # noqa: E402,F401
+# ``chunkref.padded`` (chunks stored padded beyond their declared shape; see combine).
+from chunkref.zarr.codecs import padded as _padded  # noqa: E402,F401
