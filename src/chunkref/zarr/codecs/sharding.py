@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from chunkref._threads import map_batched
+from chunkref._threads import map_batched, max_workers
 from chunkref.config import config
 from chunkref.errors import (
     ChunkDecodeError,
@@ -70,7 +70,7 @@ from chunkref.zarr.codecs.shard_index import (
     inner_coords,
     validate_index,
 )
-from chunkref.zarr.codecs.shard_kernels import InnerCodec, address
+from chunkref.zarr.codecs.shard_kernels import InnerCodec, address, take_arena
 from chunkref.zarr.grid import ChunkGrid, RegularGrid
 from chunkref.zarr.indexing.axis import project_slice
 
@@ -564,15 +564,11 @@ class ShardingCodec(ArrayBytesCodec):
         out = np.empty(spec.shape, dtype=spec.dtype)
         key = "<shard>"
         index, stored, view = layout.split(data, key)
-        offs = index[:, 0].tolist()
-        ends = (index[:, 0] + index[:, 1]).tolist()
-        st = stored.tolist()
-        base = address(view)
-        items = [
-            [view[offs[i] : ends[i]] if st[i] else None, out, region, None, key, i, layout, False, base + offs[i] if st[i] else None]
-            for i, region in enumerate(layout.full_slices())
-        ]
-        self._run_decode(state, items, _fill_of(spec, state))
+        post: list[Any] = []
+        group = _plan_selection(post, layout, key, out, (slice(None),) * len(spec.shape), ())
+        if group is not None:
+            group.attach_whole(index, stored, view, state.inner.zstd is None)
+            self._run_decode(state, [group], _fill_of(spec, state))
         return out
 
     def encode(self, array: np.ndarray, spec: ChunkSpec) -> bytes | None:
@@ -586,11 +582,15 @@ class ShardingCodec(ArrayBytesCodec):
             raise CodecError(f"codec 'sharding_indexed': array of shape {array.shape} is not the shard shape {spec.shape}")
         write_empty = bool(config.get("array.write_empty_chunks"))
         items = [(0, i, ("full", array[s])) for i, s in enumerate(layout.full_slices())]
-        parts = self._run_encode(state, items, write_empty, ["<shard>"]).get(0, {})
+        encoded, arenas = self._run_encode(state, items, write_empty, ["<shard>"])
         chunks: list[Any] = [None] * layout.n
-        for i, b in parts.items():
+        for i, b in encoded.get(0, {}).items():
             chunks[i] = b
-        shard = self._assemble(layout, chunks)
+        try:
+            shard = self._assemble(layout, chunks)
+        finally:
+            for a in arenas:
+                a.give_back()
         if shard is None:
             # An empty shard still has a valid encoding: the index of empty chunks.
             from chunkref.zarr.codecs.shard_index import empty_index
@@ -620,7 +620,8 @@ class ShardingCodec(ArrayBytesCodec):
         state = self._state_for(requests[0].spec)
         cache = state.cache
         layouts = state.layouts
-        items: list[list[Any]] = []
+        generic = state.inner.zstd is None
+        groups: list[_Group] = []
         post: list[Any] = []
         fetch: list[tuple[str, Any]] = []
         fetch_req: list[tuple[Any, _Layout, bool]] = []
@@ -661,19 +662,10 @@ class ShardingCodec(ArrayBytesCodec):
             if whole:
                 index, stored, view = layout.split(blob, req.key)
                 cache.put(store, req.key, index)
-                first = len(items)
-                flats = _plan_selection(items, post, layout, req.key, out, req.chunk_selection, req.out_selection)
-                if flats:
-                    ent = index[flats]
-                    st = stored[flats].tolist()
-                    offs = ent[:, 0].tolist()
-                    ends = (ent[:, 0] + ent[:, 1]).tolist()
-                    base = address(view)
-                    for j in range(len(flats)):
-                        if st[j]:
-                            it = items[first + j]
-                            it[0] = view[offs[j] : ends[j]]
-                            it[8] = base + offs[j]
+                group = _plan_selection(post, layout, req.key, out, req.chunk_selection, req.out_selection)
+                if group is not None:
+                    group.attach_whole(index, stored, view, generic)
+                    groups.append(group)
             else:
                 index = layout.index.decode(blob, req.key)
                 validate_index(
@@ -682,35 +674,47 @@ class ShardingCodec(ArrayBytesCodec):
                 cache.put(store, req.key, index)
                 partial.append((req, layout, index))
         if partial:
-            self._fetch_inner(store, partial, items, post, out, options, from_cache)
-        self._run_decode(state, items, _fill_of(requests[0].spec, state))
+            self._fetch_inner(store, partial, groups, post, out, options, from_cache, generic)
+        self._run_decode(state, groups, _fill_of(requests[0].spec, state))
         for fn in post:
             fn()
 
     def _fetch_inner(
-        self, store: Any, partial: list[Any], items: list[list[Any]], post: list[Any], out: np.ndarray, options: Any, from_cache: bool
+        self,
+        store: Any,
+        partial: list[Any],
+        groups: list[_Group],
+        post: list[Any],
+        out: np.ndarray,
+        options: Any,
+        from_cache: bool,
+        generic: bool,
     ) -> None:
         """Plan, fetch (one merged batch) and attach the needed inner chunks of partly read shards."""
-        # (shard no, start, stop, item position, flat) for every stored inner chunk needed.
-        ranges: list[tuple[int, int, int, int, int]] = []
+        # (shard no, start, stop, group, position in group) for every stored inner chunk needed.
+        ranges: list[tuple[int, int, int, _Group, int]] = []
         for sno, (req, layout, index) in enumerate(partial):
-            first = len(items)
-            flats = _plan_selection(items, post, layout, req.key, out, req.chunk_selection, req.out_selection)
-            if not flats:
+            group = _plan_selection(post, layout, req.key, out, req.chunk_selection, req.out_selection)
+            if group is None:
                 continue
-            ent = index[flats].tolist()
+            groups.append(group)
+            group.from_cache = from_cache
+            n = len(group.flats)
+            group.ptrs = [0] * n
+            group.lens = [0] * n
+            if generic:
+                group.views = [None] * n
+            ent = index[group.flats].tolist()
             for j, (o, nb) in enumerate(ent):
                 if o == _EMPTY_INT and nb == _EMPTY_INT:
-                    continue  # not stored: stays None and reads as the fill value
-                ranges.append((sno, o, o + nb, first + j, flats[j]))
-                if from_cache:
-                    items[first + j][7] = True
+                    continue  # not stored: length 0 reads as the fill value
+                ranges.append((sno, o, o + nb, group, j))
         if not ranges:
             return
-        groups, assign = _coalesce(ranges, options.coalesce_max_gap, options.coalesce_max_bytes)
-        keys = [partial[g[0]][0].key for g in groups]
+        merged, assign = _coalesce(ranges, options.coalesce_max_gap, options.coalesce_max_bytes)
+        keys = [partial[g[0]][0].key for g in merged]
         try:
-            blobs = store.get_many([(k, RangeRequest(g[1], g[2])) for k, g in zip(keys, groups)])
+            blobs = store.get_many([(k, RangeRequest(g[1], g[2])) for k, g in zip(keys, merged)])
         except ShortReadError as exc:
             err = _past_end_error(store, partial, ranges, exc)
             err._from_cache = from_cache  # type: ignore[attr-defined]
@@ -723,30 +727,49 @@ class ShardingCodec(ArrayBytesCodec):
             raise ShardError(f"array {options.array_path!r}: shards {missing} vanished during the read")
         views = [b if isinstance(b, memoryview) else memoryview(b) for b in blobs]
         bases = [address(v) for v in views]
-        for (_, a, b, pos, _), g in zip(ranges, assign):
-            start = groups[g][1]
-            it = items[pos]
-            it[0] = views[g][a - start : b - start]
-            it[8] = bases[g] + a - start
+        keep = []
+        for (_, a, b, group, j), g in zip(ranges, assign):
+            rel = a - merged[g][1]
+            group.ptrs[j] = bases[g] + rel
+            group.lens[j] = b - a
+            if generic:
+                group.views[j] = views[g][rel : rel + b - a]
+        keep.extend(views)
+        for group in groups:
+            if group.keep is None:
+                group.keep = keep
 
-    def _run_decode(self, state: _State, items: list[Any], fill: Any) -> None:
-        if not items:
+    def _run_decode(self, state: _State, groups: list[_Group], fill: Any) -> None:
+        """Decode every group's inner chunks in the thread pool, batches cut across groups."""
+        total = sum(len(g.flats) for g in groups)
+        if not total:
             return
         inner = state.inner
 
-        def on_error(item: Any, exc: BaseException) -> ShardError:
-            err = decode_error(item[4], inner_coords(item[5], item[6].cps), exc)
-            if len(item) > 7 and item[7]:
-                err._from_cache = True  # type: ignore[attr-defined]
-            return err
+        def work(batches: list[list[tuple[_Group, int, int]]]) -> None:
+            for segments in batches:
+                for group, lo, hi in segments:
+                    inner.decode_segment(group, lo, hi, fill)
 
-        def work(batch: list[Any]) -> None:
-            inner.decode_batch(batch, fill, on_error)
-
-        if len(items) < 2 * _MIN_BATCH:
-            work(items)  # too little to spread over threads
-        else:
-            map_batched(work, items, min_batch=_MIN_BATCH)
+        if total < 2 * _MIN_BATCH:
+            work([[(g, 0, len(g.flats)) for g in groups]])  # too little to spread over threads
+            return
+        nb = max(1, min(2 * max_workers(), total // _MIN_BATCH))
+        bounds = [total * i // nb for i in range(nb + 1)]
+        batches: list[list[tuple[_Group, int, int]]] = [[] for _ in range(nb)]
+        pos = 0
+        b = 0
+        for group in groups:
+            n = len(group.flats)
+            lo = 0
+            while lo < n:
+                while bounds[b + 1] <= pos + lo:
+                    b += 1
+                hi = min(n, bounds[b + 1] - pos)
+                batches[b].append((group, lo, hi))
+                lo = hi
+            pos += n
+        map_batched(work, batches, min_batch=1, max_batches=nb)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -801,34 +824,38 @@ class ShardingCodec(ArrayBytesCodec):
         if post_items:
             # Fancy selections: decode the touched chunks into bounding boxes, assign, then the
             # boxes' regions are encoded like any other item.
-            fill = _fill_of(requests[0].spec, state)
-            self._run_decode(state, [it for it in post_items if not (type(it[0]) is str and it[0] == "assign")], fill)
-            for it in post_items:
-                if type(it[0]) is str and it[0] == "assign":
-                    it[1]()
-        parts = self._run_encode(state, items, options.write_empty_chunks, keys)
+            self._run_decode(state, [g for g, _ in post_items], _fill_of(requests[0].spec, state))
+            for _, assign in post_items:
+                assign()
+        parts, arenas = self._run_encode(state, items, options.write_empty_chunks, keys)
         to_set: list[tuple[str, bytes]] = []
         to_delete: list[str] = []
         new_indexes: list[tuple[str, np.ndarray]] = []
-        for sno, req in enumerate(requests):
-            layout = layouts[sno]
-            merged = carried[sno]
-            for i, b in parts.get(sno, {}).items():
-                if b is None:
-                    merged.pop(i, None)
+        try:
+            for sno, req in enumerate(requests):
+                layout = layouts[sno]
+                merged = carried[sno]
+                for i, b in parts.get(sno, {}).items():
+                    if b is None:
+                        merged.pop(i, None)
+                    else:
+                        merged[i] = b
+                if buffer is not None:
+                    # The buffer outlives this call: its chunks must not point into arenas.
+                    owned = {i: b if isinstance(b, bytes) else bytes(b) for i, b in merged.items()}
+                    buffer.put_shard(req.key, owned, self._assembler(layout))
+                    continue
+                chunks: list[Any] = [None] * layout.n
+                for i, b in merged.items():
+                    chunks[i] = b
+                shard = self._assemble(layout, chunks, new_indexes, req.key)
+                if shard is None:
+                    to_delete.append(req.key)
                 else:
-                    merged[i] = b
-            if buffer is not None:
-                buffer.put_shard(req.key, merged, self._assembler(layout))
-                continue
-            chunks: list[Any] = [None] * layout.n
-            for i, b in merged.items():
-                chunks[i] = b
-            shard = self._assemble(layout, chunks, new_indexes, req.key)
-            if shard is None:
-                to_delete.append(req.key)
-            else:
-                to_set.append((req.key, shard))
+                    to_set.append((req.key, shard))
+        finally:
+            for a in arenas:
+                a.give_back()
         if to_set:
             store.set_many(to_set)
         if to_delete:
@@ -901,28 +928,36 @@ class ShardingCodec(ArrayBytesCodec):
                 else:
                     items.append((sno, flat, ("merge", old, csel, part, key, layout)))
             return
-        flats, lo, bshape, shifted = _touched_fancy(sel, layout)
-        if len(flats) == 0:
+        fancy = _fancy_group(layout, key, value.dtype, sel)
+        if fancy is None:
             return
-        cs = layout.chunk_shape
-        state = self._state
-        bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=state.dtype)
-        inner_coords_arr = np.stack(np.unravel_index(flats, layout.cps), axis=-1) if len(cs) else np.zeros((len(flats), 0), dtype=np.int64)
-        for flat, kc in zip(flats.tolist(), inner_coords_arr.tolist()):
-            region = tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs))
+        group, shifted = fancy
+        bbox = group.dst
+        n = len(group.flats)
+        group.ptrs = [0] * n
+        group.lens = [0] * n
+        group.views = [None] * n
+        for j, (flat, region) in enumerate(zip(group.flats, group.osels)):
             old = keep.pop(flat, None)
-            post_items.append((old, bbox, region, None, key, flat, layout))
+            if old is not None:
+                group.views[j] = old
+                group.ptrs[j] = address(old)
+                group.lens[j] = len(old)
             items.append((sno, flat, ("full", bbox[region])))
 
         def assign(_b: np.ndarray = bbox, _s: tuple = shifted, _v: np.ndarray = value, _o: Any = out_sel) -> None:
             _b[_s] = _v[_o]
 
-        post_items.append(("assign", assign))
+        post_items.append((group, assign))
 
-    def _run_encode(self, state: _State, items: list[Any], write_empty: bool, keys: Sequence[str]) -> dict[int, dict[int, Any]]:
-        """Encode write items; returns ``{shard no: {flat: bytes or None}}``."""
+    def _run_encode(
+        self, state: _State, items: list[Any], write_empty: bool, keys: Sequence[str]
+    ) -> tuple[dict[int, dict[int, Any]], list[Any]]:
+        """Encode write items: ``({shard no: {flat: bytes-like or None}}, arenas)``.  The
+        bytes may be views into the arenas, which the caller gives back once it has assembled
+        the shards."""
         if not items:
-            return {}
+            return {}, []
         inner = state.inner
         fill = _fill(state)
         from chunkref.zarr.chunkio import is_fill
@@ -936,8 +971,16 @@ class ShardingCodec(ArrayBytesCodec):
             stored = inner.stored_dtype
             first_bits = (uint, np.asarray(fill, dtype=stored).reshape(1).view(uint)[0])
 
+        arenas: list[Any] = []
+        arena_lock = threading.Lock()
+
         def work(batch: list[Any]) -> list[tuple[int, int, Any]]:
             res = []
+            arena = None
+            if inner.uses_arena:
+                arena = take_arena(len(batch) * inner.bound)
+                with arena_lock:
+                    arenas.append(arena)
             for sno, flat, src in batch:
                 kind = src[0]
                 if kind == "fill":
@@ -966,21 +1009,30 @@ class ShardingCodec(ArrayBytesCodec):
                     res.append((sno, flat, None))
                     continue
                 try:
-                    encoded = inner.encode(prepared)
+                    encoded = inner.encode(prepared, arena)
                 except ChunkrefError:
                     raise
                 except Exception as exc:
                     raise CodecError(
-                        f"shard {keys[sno]!r}: inner chunk {flat} (C-order position) could not be encoded: {type(exc).__name__}: {exc}"
+                        f"shard {keys[sno]!r}: inner chunk {flat} (C-order position) could not be encoded: "
+                        f"{type(exc).__name__}: {exc}"
                     ) from exc
                 res.append((sno, flat, encoded))
             return res
 
         out: dict[int, dict[int, Any]] = {}
-        for part in map_batched(work, items, min_batch=_MIN_BATCH):
+        # Batches of at most ~8 MiB of output each: arenas stay small enough to pool.
+        nb = max(1, -(-len(items) * max(1, inner.nbytes) // (8 << 20)))
+        try:
+            parts = map_batched(work, items, min_batch=_MIN_BATCH, max_batches=max(nb, 2 * max_workers()))
+        except BaseException:
+            for a in arenas:
+                a.give_back()
+            raise
+        for part in parts:
             for sno, flat, enc in part:
                 out.setdefault(sno, {})[flat] = enc
-        return out
+        return out, arenas
 
     def _assemble(
         self, layout: _Layout, chunks: list[Any], new_indexes: list[Any] | None = None, key: str | None = None
@@ -1019,8 +1071,9 @@ _EMPTY_INT = (1 << 64) - 1
 def _past_end_error(store: Any, partial: list[Any], ranges: list[tuple[int, int, int, int, int]], exc: Exception) -> ShardError:
     """Name the shard and inner chunk that a short ranged read ran past (error path only)."""
     sizes: dict[int, int | None] = {}
-    for sno, a, b, _, flat in ranges:
+    for sno, a, b, group, j in ranges:
         req, layout = partial[sno][0], partial[sno][1]
+        flat = group.flats[j]
         if sno not in sizes:
             sizes[sno] = store.getsize(req.key)
         size = sizes[sno]
@@ -1053,47 +1106,85 @@ def _fill(state: _State) -> Any:
     return state.fill_value
 
 
-def _plan_selection(
-    items: list[list[Any]],
-    post: list[Any],
-    layout: _Layout,
-    key: str,
-    out: np.ndarray,
-    chunk_sel: Any,
-    out_sel: Any,
-) -> list[int]:
-    """Queue decode items for ``out[out_sel] = shard[chunk_sel]``; return their flat positions.
+class _Group:
+    """The inner chunks one read call needs from one shard, as parallel lists (no per-chunk
+    objects): positions, where each goes (``dst[osels[j]] = chunk[ssels[j]]``), and where its
+    bytes are (``ptrs``/``lens``, length 0 for an empty chunk; ``views`` for codecs that need
+    a buffer rather than an address)."""
 
-    Each item is ``[data, dst, dst selection, selection in the inner chunk or None, key, flat,
-    layout, from cache]`` with ``data`` None (the caller attaches the bytes; None stays for
-    empty inner chunks: fill).  Basic selections decode straight into ``out``; others into a
-    bounding-box buffer, with a post-step (appended to ``post``) that applies the selection.
+    __slots__ = ("key", "layout", "dst", "flats", "ssels", "osels", "ptrs", "lens", "views", "from_cache", "keep")
+
+    def __init__(self, key: str, layout: _Layout, dst: np.ndarray, flats: list[int], ssels: list[Any], osels: list[Any]) -> None:
+        self.key = key
+        self.layout = layout
+        self.dst = dst
+        self.flats = flats
+        self.ssels = ssels
+        self.osels = osels
+        self.ptrs: list[int] = []
+        self.lens: list[int] = []
+        self.views: list[Any] | None = None
+        self.from_cache = False
+        self.keep: Any = None  # the fetched buffers the addresses point into
+
+    def attach_whole(self, index: np.ndarray, stored: np.ndarray, view: memoryview, generic: bool) -> None:
+        """Point at the inner chunks inside a whole shard's bytes (vectorised)."""
+        ent = index[self.flats]
+        st = stored[self.flats]
+        lens = np.where(st, ent[:, 1], 0).astype(np.int64)
+        offs = np.where(st, ent[:, 0], 0).astype(np.int64)
+        base = address(view)
+        self.ptrs = (offs + base).tolist()
+        self.lens = lens.tolist()
+        self.keep = view
+        if generic:
+            o = offs.tolist()
+            self.views = [view[a : a + n] if n else None for a, n in zip(o, self.lens)]
+
+    def error(self, j: int, exc: BaseException) -> ShardError:
+        err = decode_error(self.key, inner_coords(self.flats[j], self.layout.cps), exc)
+        if self.from_cache:
+            err._from_cache = True  # type: ignore[attr-defined]
+        return err
+
+
+def _plan_selection(post: list[Any], layout: _Layout, key: str, out: np.ndarray, chunk_sel: Any, out_sel: Any) -> _Group | None:
+    """The :class:`_Group` for ``out[out_sel] = shard[chunk_sel]`` (bytes attached later), or None
+    when the selection touches nothing.
+
+    Basic selections decode straight into ``out``; others into a bounding-box buffer, with a
+    post-step (appended to ``post``) that applies the selection.
     """
     sel = _normalize(chunk_sel, len(layout.shard_shape))
     osel = _as_tuple(out_sel)
     if _is_basic(sel) and _is_basic(osel):
         flats, ssels, osels = layout.plan(sel)
         if not flats:
-            return flats
-        dst = out[osel + (Ellipsis,)]
-        items.extend([None, dst, o, c, key, f, layout, False, None] for f, c, o in zip(flats, ssels, osels))
-        return flats
-    fl, lo, bshape, shifted = _touched_fancy(sel, layout)
-    if len(fl) == 0:
-        return []
-    cs = layout.chunk_shape
-    bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=out.dtype)
-    coords = np.stack(np.unravel_index(fl, layout.cps), axis=-1).tolist() if cs else [[]] * len(fl)
-    flats = fl.tolist()
-    for flat, kc in zip(flats, coords):
-        region = tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs))
-        items.append([None, bbox, region, None, key, flat, layout, False, None])
+            return None
+        return _Group(key, layout, out[osel + (Ellipsis,)], flats, ssels, osels)
+    fancy = _fancy_group(layout, key, out.dtype, sel)
+    if fancy is None:
+        return None
+    group, shifted = fancy
 
-    def finish(_b: np.ndarray = bbox, _s: tuple = shifted) -> None:
+    def finish(_b: np.ndarray = group.dst, _s: tuple = shifted) -> None:
         out[out_sel] = _b[_s]
 
     post.append(finish)
-    return flats
+    return group
+
+
+def _fancy_group(layout: _Layout, key: str, dtype: np.dtype, sel: tuple[Any, ...]) -> tuple[_Group, tuple[Any, ...]] | None:
+    """A group decoding the touched inner chunks of any selection into a bounding-box buffer,
+    and the selection shifted into that box (None when nothing is touched)."""
+    fl, lo, bshape, shifted = _touched_fancy(sel, layout)
+    if len(fl) == 0:
+        return None
+    cs = layout.chunk_shape
+    bbox = np.empty(tuple(b * c for b, c in zip(bshape, cs)), dtype=dtype)
+    coords = np.stack(np.unravel_index(fl, layout.cps), axis=-1).tolist() if cs else [[]] * len(fl)
+    regions = [tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs)) for kc in coords]
+    return _Group(key, layout, bbox, fl.tolist(), [None] * len(regions), regions), shifted
 
 
 def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
