@@ -107,10 +107,13 @@ def ensure_parent_groups(store: Store, path: str, zarr_format: int) -> None:
     for i, anc in enumerate(ancestors):
         part = blobs[i * len(names) : (i + 1) * len(names)]
         meta = _parse_documents(anc, names, part)
-        if meta is None:
-            write_group_metadata(store, anc, GroupMetadata(zarr_format=zarr_format))
-        elif meta.node_type == "array":
+        if meta is not None and meta.node_type == "array":
             raise ContainsArrayError(f"cannot create {path!r}: {anc or '/'!r} is an array")
+        # A group of the other format does not make the node reachable by readers of this
+        # format (a v3 reader finds no zarr.json): add this format's document, as zarr-python does.
+        has_own = any(b is not None for n, b in zip(names, part) if n in _doc_names(zarr_format) and n != ".zattrs")
+        if meta is None or not has_own:
+            write_group_metadata(store, anc, GroupMetadata(zarr_format=zarr_format))
 
 
 def delete_node(store: Store, path: str) -> None:
