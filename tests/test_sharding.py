@@ -324,6 +324,23 @@ def test_ranges_merge_only_within_gap(counting):
         assert counting.counts["keys_read"] == 1
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_local_stores_do_not_read_large_holes(remote):
+    from chunkref.storage import LatencyStore
+
+    counting = CountingStore(MemoryStore())
+    store = LatencyStore(counting, latency=0.0) if remote else counting
+    # 5 uncompressed inner chunks of 32 KiB in one shard; read the first and the last: the
+    # 96 KiB between them are worth reading on a remote store, not on a local one.
+    a = open_custom(store, (5, 8192), (5, 8192), (1, 8192), codecs=(BYTES,))
+    v = data((5, 8192))
+    a[...] = v
+    a[0, 0]  # cache the index
+    counting.reset()
+    np.testing.assert_array_equal(a[::4, :5], v[::4, :5])
+    assert counting.counts["keys_read"] == (1 if remote else 2)
+
+
 def test_whole_shard_read_is_one_request(counting):
     a, v = make_counted(counting)
     counting.reset()

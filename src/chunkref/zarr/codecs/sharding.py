@@ -711,7 +711,7 @@ class ShardingCodec(ArrayBytesCodec):
                 ranges.append((sno, o, o + nb, group, j))
         if not ranges:
             return
-        merged, assign = _coalesce(ranges, options.coalesce_max_gap, options.coalesce_max_bytes)
+        merged, assign = _coalesce(ranges, _max_gap(store, options.coalesce_max_gap), options.coalesce_max_bytes)
         keys = [partial[g[0]][0].key for g in merged]
         try:
             blobs = store.get_many([(k, RangeRequest(g[1], g[2])) for k, g in zip(keys, merged)])
@@ -1185,6 +1185,31 @@ def _fancy_group(layout: _Layout, key: str, dtype: np.dtype, sel: tuple[Any, ...
     coords = np.stack(np.unravel_index(fl, layout.cps), axis=-1).tolist() if cs else [[]] * len(fl)
     regions = [tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs)) for kc in coords]
     return _Group(key, layout, bbox, fl.tolist(), [None] * len(regions), regions), shifted
+
+
+# A request to a local file or memory costs ~10 µs, about what copying 64 KiB costs: merging
+# ranges across larger holes would read more than it saves there.
+_LOCAL_MAX_GAP = 64 << 10
+
+
+def _max_gap(store: Any, gap: int) -> int:
+    """The hole worth reading to merge two ranges: ``gap`` for remote stores, at most
+    :data:`_LOCAL_MAX_GAP` for local files and memory (seen through the transparent counting
+    and write-buffer wrappers; a latency wrapper models a remote store and counts as one)."""
+    from chunkref.storage.fsspec import FsspecStore
+    from chunkref.storage.local import LocalStore
+    from chunkref.storage.memory import MemoryStore
+    from chunkref.storage.wrappers import CountingStore
+    from chunkref.zarr.write_buffer import BufferedStore
+
+    for _ in range(8):
+        if not isinstance(store, (CountingStore, BufferedStore)):
+            break
+        store = store.inner
+    local = isinstance(store, (LocalStore, MemoryStore)) or (
+        isinstance(store, FsspecStore) and getattr(store, "protocol", None) in ("file", "local", "memory")
+    )
+    return min(gap, _LOCAL_MAX_GAP) if local else gap
 
 
 def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
