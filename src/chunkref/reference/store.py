@@ -29,8 +29,6 @@ Sources are authorized at construction, before any I/O (see :mod:`chunkref.refer
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -58,58 +56,11 @@ from chunkref.manifest.sources import apply_rename, is_local, resolve_url, split
 from chunkref.manifest.table import ABSENT, INLINE, WHOLE, ChunkTable
 from chunkref.reference.auth import Prefix, SourcePolicy, parse_prefix
 from chunkref.storage.base import ByteRange, OffsetRequest, RangeRequest, Store, SuffixRequest, slice_value
+from chunkref.storage.fsspec import classify_error
 from chunkref.storage.ranges import coalesce_ranges, slice_groups
 from chunkref.zarr.keys import ChunkKeyEncoding, parse_chunk_key_encoding
 
 __all__ = ["ReferenceStore"]
-
-_TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, n) for n in ("EBUSY", "ETIMEDOUT", "ECONNRESET", "ECONNABORTED", "EAGAIN", "EPIPE") if hasattr(errno, n)
-)
-# Matched by class name anywhere in the MRO so aiohttp / botocore stay optional imports.
-_TRANSIENT_NAMES = frozenset(
-    {
-        "FSTimeoutError",
-        "TimeoutError",
-        "ClientPayloadError",
-        "ClientConnectionError",
-        "ServerDisconnectedError",
-        "ServerTimeoutError",
-        "ClientOSError",
-        "ConnectionError",
-        "HTTPClientError",
-        "IncompleteRead",
-        "ResponseParserError",
-    }
-)
-
-
-def classify_error(exc: BaseException) -> str:
-    """One of ``"absent"``, ``"denied"``, ``"range"``, ``"transient"``, ``"error"``."""
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-        return "absent"
-    if isinstance(exc, PermissionError):
-        return "denied"
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        if status in (404, 410):
-            return "absent"
-        if status in (401, 403):
-            return "denied"
-        if status == 416:
-            return "range"
-        if status in (408, 425, 429) or status >= 500:
-            return "transient"
-        return "error"
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & _TRANSIENT_NAMES or isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
-        return "transient"
-    if isinstance(exc, OSError):
-        if exc.errno in _TRANSIENT_ERRNOS:
-            return "transient"
-        if exc.errno == errno.EINVAL and "range" in str(exc).lower():
-            return "range"
-    return "error"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from chunkref.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyError, ShortReadError
 
@@ -66,10 +66,10 @@ class SuffixRequest:
             raise InvalidArgumentError(f"invalid suffix length {self.length}")
 
 
-ByteRange = Union[RangeRequest, OffsetRequest, SuffixRequest]
-RangeLike = Union[ByteRange, tuple[int, int], None]
+ByteRange = RangeRequest | OffsetRequest | SuffixRequest
+RangeLike = ByteRange | tuple[int, int] | None
 Request = tuple[str, RangeLike]
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 
 def as_range(r: RangeLike) -> ByteRange | None:

@@ -102,6 +102,38 @@ _TRANSIENT_NAMES = frozenset(
 )
 
 
+def classify_error(exc: BaseException) -> str:
+    """Kind of a filesystem failure: ``"absent"``, ``"denied"``, ``"range"``, ``"transient"`` or ``"error"``.
+
+    Shared by every remote reader (this store, the reference store) so that retries and typed
+    errors follow one rule.
+    """
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return "absent"
+    if isinstance(exc, PermissionError):
+        return "denied"
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        if status in (404, 410):
+            return "absent"
+        if status in (401, 403):
+            return "denied"
+        if status == 416:
+            return "range"
+        if status in (408, 425, 429) or status >= 500:
+            return "transient"
+        return "error"
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & _TRANSIENT_NAMES or isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return "transient"
+    if isinstance(exc, OSError):
+        if exc.errno in _TRANSIENT_ERRNOS:
+            return "transient"
+        if exc.errno == errno.EINVAL and "range" in str(exc).lower():
+            return "range"  # s3fs: 416 InvalidRange
+    return "error"
+
+
 class _Absent:
     """Marker for a fetch whose source does not exist."""
 
@@ -249,22 +281,7 @@ class FsspecStore(Store):
     # -- error handling ------------------------------------------------------------------------
 
     def _classify(self, exc: BaseException) -> str:
-        """One of "absent", "denied", "range", "transient", "error"."""
-        if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-            return "absent"
-        if isinstance(exc, PermissionError):
-            return "denied"
-        status = getattr(exc, "status", None)
-        if isinstance(status, int):
-            if status in (404, 410):
-                return "absent"
-            if status in (401, 403):
-                return "denied"
-            if status == 416:
-                return "range"
-            if status in (408, 425, 429) or status >= 500:
-                return "transient"
-            return "error"
+        return classify_error(exc)
         names = {c.__name__ for c in type(exc).__mro__}
         if names & _TRANSIENT_NAMES or isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
             return "transient"
