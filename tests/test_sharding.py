@@ -361,6 +361,23 @@ def test_full_shard_write_never_reads(counting):
     np.testing.assert_array_equal(a[...], v * 2)
 
 
+def test_large_writes_go_out_in_waves(monkeypatch):
+    import chunkref.zarr.codecs.sharding as sharding_mod
+
+    monkeypatch.setattr(sharding_mod, "_WAVE_BYTES", 2048)
+    store = CountingStore(MemoryStore())
+    a, v = make_counted(store)
+    store.reset()
+    v = v * 3
+    a[...] = v
+    a[1:60, 2] = 0
+    v[1:60, 2] = 0
+    # One wave per shard (4096 B of chunks each) for the full write; the column write touches
+    # 4 chunks in each of 2 shards: one wave.
+    assert store.counts["set_many"] == 4 + 1
+    np.testing.assert_array_equal(api.open_array(store, path="x")[...], v)
+
+
 def test_partial_shard_write_reads_once_writes_once(counting):
     a, v = make_counted(counting)
     counting.reset()

@@ -827,40 +827,68 @@ class ShardingCodec(ArrayBytesCodec):
             self._run_decode(state, [g for g, _ in post_items], _fill_of(requests[0].spec, state))
             for _, assign in post_items:
                 assign()
-        parts, arenas = self._run_encode(state, items, options.write_empty_chunks, keys)
-        to_set: list[tuple[str, bytes]] = []
-        to_delete: list[str] = []
-        new_indexes: list[tuple[str, np.ndarray]] = []
-        try:
-            for sno, req in enumerate(requests):
-                layout = layouts[sno]
-                merged = carried[sno]
-                for i, b in parts.get(sno, {}).items():
-                    if b is None:
-                        merged.pop(i, None)
-                    else:
-                        merged[i] = b
-                if buffer is not None:
+        write_empty = options.write_empty_chunks
+        if buffer is not None:
+            parts, arenas = self._run_encode(state, items, write_empty, keys)
+            try:
+                for sno, req in enumerate(requests):
+                    merged = _merge_parts(carried[sno], parts.get(sno, {}))
                     # The buffer outlives this call: its chunks must not point into arenas.
                     owned = {i: b if isinstance(b, bytes) else bytes(b) for i, b in merged.items()}
-                    buffer.put_shard(req.key, owned, self._assembler(layout))
-                    continue
-                chunks: list[Any] = [None] * layout.n
-                for i, b in merged.items():
-                    chunks[i] = b
-                shard = self._assemble(layout, chunks, new_indexes, req.key)
-                if shard is None:
-                    to_delete.append(req.key)
-                else:
-                    to_set.append((req.key, shard))
-        finally:
-            for a in arenas:
-                a.give_back()
-        if to_set:
-            store.set_many(to_set)
-        if to_delete:
-            store.delete_many(to_delete)
-        for key, index in new_indexes:
+                    buffer.put_shard(req.key, owned, self._assembler(layouts[sno]))
+            finally:
+                for a in arenas:
+                    a.give_back()
+            return
+
+        def flush(wave: list[int], parts: dict[int, dict[int, Any]], arenas: list[Any]) -> list[tuple[str, np.ndarray]]:
+            """Assemble the wave's shards, write them, delete the empty ones."""
+            to_set: list[tuple[str, bytes]] = []
+            to_delete: list[str] = []
+            new_indexes: list[tuple[str, np.ndarray]] = []
+            try:
+                for sno in wave:
+                    layout = layouts[sno]
+                    chunks: list[Any] = [None] * layout.n
+                    for i, b in _merge_parts(carried[sno], parts.get(sno, {})).items():
+                        chunks[i] = b
+                    shard = self._assemble(layout, chunks, new_indexes, keys[sno])
+                    if shard is None:
+                        to_delete.append(keys[sno])
+                    else:
+                        to_set.append((keys[sno], shard))
+            finally:
+                for a in arenas:
+                    a.give_back()
+            if to_set:
+                store.set_many(to_set)
+            if to_delete:
+                store.delete_many(to_delete)
+            return new_indexes
+
+        waves = _waves(items, len(requests), max(1, state.inner.nbytes))
+        if len(waves) == 1:
+            parts, arenas = self._run_encode(state, items, write_empty, keys)
+            written = flush(waves[0][0], parts, arenas)
+        else:
+            # Large writes: while one wave of shards is assembled and written by a helper
+            # thread, the pool encodes the next (the file writes release the GIL).  An encode
+            # error stops the call; shards of earlier waves are written by then.
+            from concurrent.futures import ThreadPoolExecutor
+
+            written = []
+            with ThreadPoolExecutor(1, thread_name_prefix="chunkref-shard-write") as writer:
+                pending = None
+                try:
+                    for wave, lo, hi in waves:
+                        parts, arenas = self._run_encode(state, items[lo:hi], write_empty, keys)
+                        if pending is not None:
+                            written.extend(pending.result())
+                        pending = writer.submit(flush, wave, parts, arenas)
+                finally:
+                    if pending is not None:
+                        written.extend(pending.result())
+        for key, index in written:
             cache.put(store, key, index)
 
     def _assembler(self, layout: _Layout) -> Any:
@@ -1185,6 +1213,50 @@ def _fancy_group(layout: _Layout, key: str, dtype: np.dtype, sel: tuple[Any, ...
     coords = np.stack(np.unravel_index(fl, layout.cps), axis=-1).tolist() if cs else [[]] * len(fl)
     regions = [tuple(slice((k - k0) * c, (k - k0 + 1) * c) for k, k0, c in zip(kc, lo, cs)) for kc in coords]
     return _Group(key, layout, bbox, fl.tolist(), [None] * len(regions), regions), shifted
+
+
+def _merge_parts(carried: dict[int, Any], parts: Mapping[int, Any]) -> dict[int, Any]:
+    """The inner chunks of a shard after a write: the kept ones, updated by the encoded ones
+    (None: now empty)."""
+    for i, b in parts.items():
+        if b is None:
+            carried.pop(i, None)
+        else:
+            carried[i] = b
+    return carried
+
+
+# Encoded bytes per write wave: enough to keep the pool busy, small enough that the writing of
+# one wave overlaps the encoding of the next.
+_WAVE_BYTES = 32 << 20
+
+
+def _waves(items: list[Any], nshards: int, chunk_nbytes: int) -> list[tuple[list[int], int, int]]:
+    """Cut the write items (grouped by shard, in shard order) into waves of whole shards:
+    ``(shard numbers, first item, end item)``."""
+    if not items:
+        return [(list(range(nshards)), 0, 0)]
+    per_wave = max(1, _WAVE_BYTES // chunk_nbytes)
+    waves: list[tuple[list[int], int, int]] = []
+    shards: list[int] = []
+    lo = 0
+    i = 0
+    n = len(items)
+    while i < n:
+        sno = items[i][0]
+        j = i
+        while j < n and items[j][0] == sno:
+            j += 1
+        shards.append(sno)
+        i = j
+        if i - lo >= per_wave and i < n:
+            waves.append((shards, lo, i))
+            shards, lo = [], i
+    # Shards without items (nothing to encode: all their chunks are kept) join the last wave.
+    covered = {s for w in waves for s in w[0]} | set(shards)
+    shards.extend(s for s in range(nshards) if s not in covered)
+    waves.append((shards, lo, n))
+    return waves
 
 
 # A request to a local file or memory costs ~10 µs, about what copying 64 KiB costs: merging
