@@ -46,6 +46,14 @@ class UnsupportedFeatureError(MetadataError):
     """Metadata uses a feature (data type, grid, extension) chunkref does not implement."""
 
 
+class NoChunkShapeError(UnsupportedFeatureError, AttributeError):
+    """A rectilinear array has no single chunk (or shard) shape: use ``chunk_sizes``.
+
+    Also an ``AttributeError``, so ``getattr(array, "chunks", None)`` (dask, xarray) sees "no
+    chunk shape" instead of failing.
+    """
+
+
 class CodecError(ChunkrefError, ValueError):
     """A codec configuration is invalid or a codec failed."""
 
