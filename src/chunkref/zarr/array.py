@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from chunkref.config import config as global_config
-from chunkref.errors import InvalidArgumentError, ReadOnlyError, UnsupportedFeatureError
+from chunkref.errors import InvalidArgumentError, NoChunkShapeError, ReadOnlyError
 from chunkref.storage.base import Store
 from chunkref.zarr import chunkio, indexing
 from chunkref.zarr.attributes import Attributes
@@ -147,7 +147,7 @@ class Array:
             return inner
         grid = self.chunk_grid
         if not grid.is_regular:
-            raise UnsupportedFeatureError(
+            raise NoChunkShapeError(
                 f"array {self.name!r} has a rectilinear chunk grid (variable chunk sizes); "
                 "use .chunk_sizes for its per-axis edge lengths"
             )
@@ -160,7 +160,7 @@ class Array:
             return None
         grid = self.chunk_grid
         if not grid.is_regular:
-            raise UnsupportedFeatureError(
+            raise NoChunkShapeError(
                 f"array {self.name!r} has a rectilinear shard grid; use .chunk_sizes for its shard edges"
             )
         return grid.chunk_shape  # type: ignore[attr-defined]
