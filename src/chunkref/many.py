@@ -1,0 +1,217 @@
+"""Scanning and combining many files: :func:`scan_many`, :func:`combine_many`.
+
+Every file gives one :class:`ScanRecord` (its manifest, or the error's type and text), so one
+corrupt file among thousands is reported, never fatal.  Work runs
+
+* locally, chosen by measurement (2 cores, 121 small NetCDF-4 files, ~4.5 ms each): serial
+  0.55 s, 2 threads 0.46 s, 2 processes 0.82 s (process start-up ~0.4 s).  h5py serialises
+  nearly every HDF5 call behind one global lock, so threads only overlap the Python work around
+  it, while processes scale but cost start-up; hence in this process below
+  :data:`SERIAL_BELOW` files, threads below :data:`PROCESSES_FROM`, processes above;
+* on dask when asked: ``client=`` (a ``distributed.Client``) or ``scheduler=`` (``"threads"``,
+  ``"processes"``, ``"synchronous"``).  A task carries only the URL and the options (never an
+  open file), and returns a record: everything pickles.
+
+:func:`combine_many` combines records (or URLs, scanned first) with a tree reduction: batches of
+``batch_size`` manifests are combined (on dask when a client is given), then the results, until
+one manifest remains; memory per step is bounded by the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from chunkref.errors import CombineError, InvalidArgumentError
+from chunkref.manifest import Manifest
+
+__all__ = ["ScanRecord", "combine_many", "scan_many"]
+
+#: Below this many files a local run scans in this process.
+SERIAL_BELOW = 8
+#: From this many files a local run uses processes (their start-up is then amortised).
+PROCESSES_FROM = 256
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """The outcome of scanning one file.
+
+    Attributes
+    ----------
+    url
+        The file.
+    manifest
+        Its manifest, or None when the scan failed.
+    error, error_type
+        The error message and exception type name when the scan failed, else None.
+    seconds
+        Wall time of the scan.
+    """
+
+    url: str
+    manifest: Manifest | None
+    error: str | None = None
+    error_type: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the scan succeeded."""
+        return self.manifest is not None
+
+
+def scan_one(url: str, scan_kwargs: Mapping[str, Any] | None = None) -> ScanRecord:
+    """Scan one file into a record (never raises for a bad file)."""
+    from chunkref.entry import scan
+
+    t0 = time.perf_counter()
+    try:
+        m = scan(url, **dict(scan_kwargs or {}))
+        return ScanRecord(url, m, seconds=time.perf_counter() - t0)
+    except Exception as exc:  # a record per file: one bad file must not abort thousands
+        msg = str(exc) or traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return ScanRecord(url, None, msg, type(exc).__name__, time.perf_counter() - t0)
+
+
+def _scan_batch(urls: Sequence[str], scan_kwargs: Mapping[str, Any]) -> list[ScanRecord]:
+    return [scan_one(u, scan_kwargs) for u in urls]
+
+
+def _batches(items: Sequence[Any], n: int) -> list[list[Any]]:
+    n = max(1, min(n, len(items)))
+    size = -(-len(items) // n)
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def scan_many(
+    urls: Iterable[str | os.PathLike],
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    max_workers: int | None = None,
+    **scan_kwargs: Any,
+) -> list[ScanRecord]:
+    """Scan many files; one :class:`ScanRecord` per file, in the order given.
+
+    Parameters
+    ----------
+    urls
+        Files (paths or fsspec URLs) to scan with :func:`chunkref.scan`.
+    client
+        A ``distributed.Client``: tasks are submitted to it.
+    scheduler
+        A dask scheduler name (``"threads"``, ``"processes"``, ``"synchronous"``) for dask's
+        local schedulers, or ``"local"`` for our process pool / in-process loop (default).
+    max_workers
+        Local pool size (default: the CPU count).
+    **scan_kwargs
+        Passed to :func:`chunkref.scan` (``storage_options``, ``inline_threshold``, ...).
+    """
+    urls = [os.fspath(u) for u in urls]
+    if not urls:
+        return []
+    if client is not None:
+        # Batches keep the task count (and scheduler overhead) proportional to the workers.
+        nworkers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+        batches = _batches(urls, 4 * nworkers)
+        futures = client.map(_scan_batch, batches, scan_kwargs=scan_kwargs, pure=False)
+        return [r for part in client.gather(futures) for r in part]
+    if scheduler not in (None, "local"):
+        import dask
+
+        tasks = [dask.delayed(_scan_batch)(b, scan_kwargs) for b in _batches(urls, 4 * (os.cpu_count() or 1))]
+        (parts,) = dask.compute(tasks, scheduler=scheduler)
+        return [r for part in parts for r in part]
+    workers = max_workers or os.cpu_count() or 1
+    if len(urls) < SERIAL_BELOW or workers <= 1:
+        return _scan_batch(urls, scan_kwargs)
+    if len(urls) < PROCESSES_FROM:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as tpool:
+            parts = list(tpool.map(lambda b: _scan_batch(b, scan_kwargs), _batches(urls, workers)))
+        return [r for part in parts for r in part]
+    import multiprocessing
+
+    # forkserver: forking a process that runs thread pools (ours, fsspec's) can deadlock.
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        parts = list(pool.map(_scan_batch, _batches(urls, 4 * workers), [scan_kwargs] * (4 * workers)))
+    return [r for part in parts for r in part]
+
+
+def _combine_batch(items: Sequence[Any], concat_dim: Any, kwargs: Mapping[str, Any]) -> Manifest:
+    from chunkref.manifest.combine import combine
+
+    return combine(items, concat_dim, **dict(kwargs))
+
+
+def combine_many(
+    items: Iterable[ScanRecord | Manifest | str | os.PathLike],
+    concat_dim: str | Sequence[str] | None = "time",
+    *,
+    batch_size: int = 64,
+    client: Any = None,
+    scheduler: str | None = None,
+    on_error: str = "raise",
+    **combine_kwargs: Any,
+) -> Manifest:
+    """Combine many inputs with a tree reduction (see the module docstring).
+
+    Parameters
+    ----------
+    items
+        :class:`ScanRecord` s (from :func:`scan_many`), Manifests, or URLs (scanned first with
+        :func:`scan_many`, using ``client`` / ``scheduler``).  Give them in order along
+        ``concat_dim``: each batch is combined on its own, so batches must not interleave.
+    batch_size
+        Manifests combined per step.
+    client, scheduler
+        Where scanning and batch combines run (as :func:`scan_many`).
+    on_error
+        ``"raise"`` (default): a failed scan raises :class:`~chunkref.errors.CombineError`
+        listing the failed files; ``"skip"``: they are left out.
+    **combine_kwargs
+        Options of :func:`chunkref.manifest.combine.combine`.
+    """
+    if on_error not in ("raise", "skip"):
+        raise InvalidArgumentError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if batch_size < 2:
+        raise InvalidArgumentError(f"batch_size must be at least 2, got {batch_size}")
+    items = list(items)
+    to_scan = [i for i, x in enumerate(items) if isinstance(x, (str, os.PathLike))]
+    if to_scan:
+        records = scan_many([items[i] for i in to_scan], client=client, scheduler=scheduler)
+        for i, r in zip(to_scan, records):
+            items[i] = r
+    failed = [x for x in items if isinstance(x, ScanRecord) and not x.ok]
+    if failed and on_error == "raise":
+        listed = "; ".join(f"{r.url}: {r.error_type}: {r.error}" for r in failed[:5])
+        raise CombineError(
+            f"{len(failed)} of {len(items)} inputs failed to scan ({listed}{'; ...' if len(failed) > 5 else ''})",
+            file=failed[0].url,
+            field="scan",
+        )
+    level = [x.manifest if isinstance(x, ScanRecord) else x for x in items if not (isinstance(x, ScanRecord) and not x.ok)]
+    if not level:
+        raise CombineError("no input to combine (every scan failed)", field="scan")
+    while True:
+        batches = [level[i : i + batch_size] for i in range(0, len(level), batch_size)]
+        if len(batches) == 1:
+            return _combine_batch(batches[0], concat_dim, combine_kwargs)
+        if client is not None:
+            futures = [client.submit(_combine_batch, b, concat_dim, combine_kwargs, pure=False) for b in batches]
+            level = client.gather(futures)
+        elif scheduler not in (None, "local"):
+            import dask
+
+            (level,) = dask.compute([dask.delayed(_combine_batch)(b, concat_dim, combine_kwargs) for b in batches], scheduler=scheduler)
+            level = list(level)
+        else:
+            level = [_combine_batch(b, concat_dim, combine_kwargs) for b in batches]
