@@ -108,6 +108,12 @@ def test_rectilinear_shard_edges_must_be_divisible():
     codec.check_grid(RectilinearGrid((24,), ((8, 12, 4),)))
     with pytest.raises(MetadataError, match="shard 1 along axis 0 has length 10"):
         codec.check_grid(RectilinearGrid((24,), ((8, 10, 6),)))
+    # Opening such an array fails at once, naming the document.
+    store = MemoryStore()
+    grid = {"name": "rectilinear", "configuration": {"kind": "inline", "chunk_shapes": [[4, 5], [8]]}}
+    write_meta(store, "b", (9, 8), None, (2, 4), grid=grid)
+    with pytest.raises(MetadataError, match=r"b/zarr.json.*shard 1 along axis 0 has length 5"):
+        api.open_array(store, path="b")
 
 
 # --- whole-shard encode / decode ------------------------------------------------------------------

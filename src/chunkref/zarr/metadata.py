@@ -437,7 +437,13 @@ class ArrayMetadataV3(_ArrayBase):
         else:
             chunk_shape = tuple(axis[0] for axis in grid.edges)  # type: ignore[attr-defined]
         try:
-            return CodecPipeline.from_v3(list(self.codecs), self.dtype, chunk_shape)
+            pipeline = CodecPipeline.from_v3(list(self.codecs), self.dtype, chunk_shape)
+            # Codecs that constrain the whole grid (sharding: every shard edge a multiple of
+            # the inner chunk) check it here, so a bad rectilinear grid fails at open.
+            check_grid = getattr(pipeline.array_bytes_codec, "check_grid", None)
+            if check_grid is not None:
+                check_grid(grid)
+            return pipeline
         except (ChunkrefError, ValueError, TypeError) as e:
             raise _pipeline_error(e, _where(self.path, "zarr.json"), "codecs") from e
 
