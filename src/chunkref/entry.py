@@ -84,7 +84,9 @@ def scan(url: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = 
         from chunkref.manifest import Manifest
 
         return Manifest.load(url, **dict(storage_options or {}))
-    raise ScanError(f"{url}: is a Zarr store; open it directly with chunkref.open (no scan needed)")
+    from chunkref.scan.zarr_store import scan_zarr
+
+    return scan_zarr(url, storage_options=storage_options, **kwargs)
 
 
 def _source_prefixes(manifest: Any) -> list[str]:
