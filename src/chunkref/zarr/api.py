@@ -33,9 +33,10 @@ from chunkref.errors import (
 from chunkref.storage.base import Store
 from chunkref.storage.memory import MemoryStore
 from chunkref.zarr import nodes
-from chunkref.zarr.array import Array, resolve_array_config
+from chunkref.zarr.array import Array
 from chunkref.zarr.group import Group
 from chunkref.zarr.metadata import DEFAULT_FILL, GroupMetadata, make_array_metadata
+from chunkref.zarr.node import resolve_array_config
 
 _MODES = ("r", "r+", "a", "w", "w-")
 StoreLike = Store | str | os.PathLike | MutableMapping | None

@@ -16,30 +16,16 @@ from typing import Any
 import numpy as np
 
 from chunkref.config import config as global_config
-from chunkref.errors import InvalidArgumentError, NoChunkShapeError, ReadOnlyError
-from chunkref.storage.base import Store
+from chunkref.errors import InvalidArgumentError, NoChunkShapeError
 from chunkref.zarr import chunkio, indexing
 from chunkref.zarr.attributes import Attributes
 from chunkref.zarr.codecs.base import ChunkSpec
 from chunkref.zarr.grid import ChunkGrid
+from chunkref.zarr.node import ARRAY_SETTINGS, Node, resolve_array_config
 from chunkref.zarr.nodes import node_prefix, write_array_metadata
 
-#: Runtime settings an array accepts in ``config=``; unset ones follow ``chunkref.config``.
-ARRAY_SETTINGS = ("order", "write_empty_chunks", "read_missing_chunks")
 
-
-def resolve_array_config(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate user ``config=`` settings for an array (unknown names are an error)."""
-    settings = dict(settings or {})
-    unknown = set(settings) - set(ARRAY_SETTINGS)
-    if unknown:
-        raise InvalidArgumentError(f"unknown array config setting(s) {sorted(unknown)}; known: {ARRAY_SETTINGS}")
-    if "order" in settings and settings["order"] not in ("C", "F"):
-        raise InvalidArgumentError(f"array order must be 'C' or 'F', got {settings['order']!r}")
-    return settings
-
-
-class Array:
+class Array(Node):
     """A Zarr array (v2 or v3) in a store.
 
     Use :func:`chunkref.open_array`, :func:`chunkref.create_array` or a :class:`Group` to get one.
@@ -48,64 +34,7 @@ class Array:
     gives a view that reads nothing until converted with ``np.asarray``.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        path: str,
-        metadata: Any,
-        *,
-        read_only: bool | None = None,
-        config: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._store = store
-        self._path = path.strip("/")
-        self._metadata = metadata
-        self._read_only = store.read_only if read_only is None else (read_only or store.read_only)
-        self._config = resolve_array_config(config)
-
-    # -- pickling: only plain state ------------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "store": self._store,
-            "path": self._path,
-            "metadata": self._metadata,
-            "read_only": self._read_only,
-            "config": self._config,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(  # type: ignore[misc]
-            state["store"], state["path"], state["metadata"], read_only=state["read_only"], config=state["config"]
-        )
-
-    # -- properties ----------------------------------------------------------------------------
-
-    @property
-    def store(self) -> Store:
-        return self._store
-
-    @property
-    def path(self) -> str:
-        """Path of the array inside its store (``""`` for a root array)."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """Absolute name in the hierarchy, e.g. ``/group/array``."""
-        return "/" + self._path
-
-    @property
-    def basename(self) -> str:
-        return self._path.rsplit("/", 1)[-1]
-
-    @property
-    def metadata(self) -> Any:
-        return self._metadata
-
-    @property
-    def zarr_format(self) -> int:
-        return self._metadata.zarr_format
+    _kind = "array"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -199,10 +128,6 @@ class Array:
     @property
     def dimension_names(self) -> tuple[str | None, ...] | None:
         return self._metadata.dimension_names
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
 
     @property
     def config(self) -> dict[str, Any]:
@@ -428,10 +353,6 @@ class Array:
         from chunkref.zarr.write_buffer import batch_writes
 
         return batch_writes(self)
-
-    def _check_writable(self) -> None:
-        if self._read_only:
-            raise ReadOnlyError(f"array {self.name!r} is read-only")
 
     def _set(self, selection: Any, value: Any, kind: str) -> None:
         self._check_writable()

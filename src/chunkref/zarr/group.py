@@ -17,12 +17,11 @@ from chunkref.errors import (
     ContainsGroupError,
     InvalidArgumentError,
     NodeNotFoundError,
-    ReadOnlyError,
 )
-from chunkref.storage.base import Store
 from chunkref.zarr import nodes
-from chunkref.zarr.array import Array, resolve_array_config
+from chunkref.zarr.array import Array
 from chunkref.zarr.attributes import Attributes
+from chunkref.zarr.node import Node
 
 
 def _join(parent: str, name: str) -> str:
@@ -30,67 +29,10 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-class Group:
+class Group(Node):
     """A Zarr group (v2 or v3) in a store."""
 
-    def __init__(
-        self,
-        store: Store,
-        path: str,
-        metadata: Any,
-        *,
-        read_only: bool | None = None,
-        config: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._store = store
-        self._path = path.strip("/")
-        self._metadata = metadata
-        self._read_only = store.read_only if read_only is None else (read_only or store.read_only)
-        self._config = resolve_array_config(config)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "store": self._store,
-            "path": self._path,
-            "metadata": self._metadata,
-            "read_only": self._read_only,
-            "config": self._config,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(  # type: ignore[misc]
-            state["store"], state["path"], state["metadata"], read_only=state["read_only"], config=state["config"]
-        )
-
-    # -- properties ----------------------------------------------------------------------------
-
-    @property
-    def store(self) -> Store:
-        return self._store
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def name(self) -> str:
-        return "/" + self._path
-
-    @property
-    def basename(self) -> str:
-        return self._path.rsplit("/", 1)[-1]
-
-    @property
-    def metadata(self) -> Any:
-        return self._metadata
-
-    @property
-    def zarr_format(self) -> int:
-        return self._metadata.zarr_format
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
+    _kind = "group"
 
     @property
     def config(self) -> dict[str, Any]:
@@ -111,10 +53,6 @@ class Group:
         """Merge ``new`` into the attributes and write them once."""
         self._set_attributes({**self._metadata.attributes, **dict(new)})
         return self.attrs
-
-    def _check_writable(self) -> None:
-        if self._read_only:
-            raise ReadOnlyError(f"group {self.name!r} is read-only")
 
     def __repr__(self) -> str:
         return f"<chunkref.Group {self.name!r}{' read-only' if self._read_only else ''}>"
