@@ -681,3 +681,23 @@ def test_batch_on_unsharded_array():
             a[i] = i
     assert store.counts["set_many"] == 1 and store.counts["keys_written"] == 4
     np.testing.assert_array_equal(a[...], np.arange(16))
+
+
+def test_concurrent_readers_and_writers_of_different_shards():
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = MemoryStore()
+    a = api.create_array(store, name="x", shape=(64, 64), chunks=(8, 8), shards=(16, 64), dtype="int32", fill_value=0)
+    v = data((64, 64))
+
+    def write(i: int) -> None:
+        a[16 * i : 16 * i + 16] = v[16 * i : 16 * i + 16]
+
+    def read(i: int) -> None:
+        r = i % 4
+        np.testing.assert_array_equal(a[16 * r + 3 : 16 * r + 13, 5:60], v[16 * r + 3 : 16 * r + 13, 5:60])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+        list(pool.map(read, range(64)))
+    np.testing.assert_array_equal(a[...], v)

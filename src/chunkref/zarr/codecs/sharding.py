@@ -55,7 +55,11 @@ from chunkref.errors import (
     ShortReadError,
 )
 from chunkref.storage.base import RangeRequest, SuffixRequest
+from chunkref.storage.fsspec import FsspecStore
+from chunkref.storage.local import LocalStore
+from chunkref.storage.memory import MemoryStore
 from chunkref.storage.ranges import coalesce_ranges
+from chunkref.storage.wrappers import CountingStore
 from chunkref.zarr.codecs.base import (
     ArrayBytesCodec,
     ChunkSpec,
@@ -73,6 +77,7 @@ from chunkref.zarr.codecs.shard_index import (
 from chunkref.zarr.codecs.shard_kernels import InnerCodec, address, take_arena
 from chunkref.zarr.grid import ChunkGrid, RegularGrid
 from chunkref.zarr.indexing.axis import project_slice
+from chunkref.zarr.write_buffer import BufferedStore
 
 __all__ = ["ShardingCodec"]
 
@@ -1268,12 +1273,6 @@ def _max_gap(store: Any, gap: int) -> int:
     """The hole worth reading to merge two ranges: ``gap`` for remote stores, at most
     :data:`_LOCAL_MAX_GAP` for local files and memory (seen through the transparent counting
     and write-buffer wrappers; a latency wrapper models a remote store and counts as one)."""
-    from chunkref.storage.fsspec import FsspecStore
-    from chunkref.storage.local import LocalStore
-    from chunkref.storage.memory import MemoryStore
-    from chunkref.storage.wrappers import CountingStore
-    from chunkref.zarr.write_buffer import BufferedStore
-
     for _ in range(8):
         if not isinstance(store, (CountingStore, BufferedStore)):
             break
