@@ -183,13 +183,9 @@ def test_zarr_python_v2_separators(name) -> None:
     np.testing.assert_array_equal(a[...], np.array([[1, 2], [3, 4]], dtype="<i8"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'/'-nested keys with no dimension_separator in .zarray (zarr-python 2 NestedDirectoryStore): the "
-    "spec default '.' finds no chunk and reads fill, as zarr-python 3.1.6 does; needs an open-time "
-    "dimension_separator override or a key-probe fallback (metadata/keys owner)",
-)
 def test_zarr_python_v2_nested_legacy() -> None:
+    # '/'-nested keys with no dimension_separator in .zarray (zarr-python 2 NestedDirectoryStore):
+    # chunkref detects the layout with one listing where zarr-python 3.1.6 reads fill values.
     a = chunkref.open_array(str(V2 / "nested_legacy"), mode="r")
     np.testing.assert_array_equal(a[...], np.array([[1, 2], [3, 4]], dtype="<i8"))
 

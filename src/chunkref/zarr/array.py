@@ -284,6 +284,8 @@ class Array(Node):
         projections = indexer.projections()
         if not projections:
             return []
+        if self.zarr_format == 2 and self._metadata.dimension_separator is None and grid.ndim > 1:
+            self._detect_legacy_separator()
         # Keys for all chunks at once (vectorised string building), then one request each.
         coords = np.array([p.coords for p in projections], dtype=np.int64).reshape(len(projections), grid.ndim)
         keys = self._metadata.chunk_keys(coords)
@@ -299,6 +301,18 @@ class Array(Node):
                 p.out_selection, p.is_complete)
             for k, p in zip(keys, projections)
         ]
+
+    def _detect_legacy_separator(self) -> None:
+        """Settle the key separator of a v2 array whose ``.zarray`` does not state it.
+
+        The spec default is ``"."``, but zarr-python 2's NestedDirectoryStore wrote ``"/"`` keys
+        without recording it.  One listing of the array's folder tells them apart: flat keys of
+        an n-d array contain dots (``0.0``), nested ones are folders of digits (``0/0``).
+        """
+        names = self._store.list_dir(node_prefix(self._path))
+        chunk_names = [n for n in names if n[:1].isdigit()]
+        nested = bool(chunk_names) and not any("." in n for n in chunk_names)
+        self._metadata = self._metadata.evolve(dimension_separator="/" if nested else ".")
 
     def _fill_for_io(self) -> Any:
         fill = self.fill_value
