@@ -27,7 +27,8 @@ _HDF5_SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """``"hdf5"``, ``"netcdf3"``, ``"zarr"`` or ``"kerchunk"`` for a path or URL.
+    """``"hdf5"``, ``"netcdf3"``, ``"zarr"``, ``"kerchunk"`` or ``"manifest"`` (a native or
+    kerchunk parquet manifest) for a path or URL.
 
     Raises
     ------
@@ -39,9 +40,15 @@ def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     lower = url.lower().rstrip("/")
     if lower.endswith(".json"):
         return "kerchunk"
+    if lower.endswith((".parquet", ".parq")):
+        return "manifest"
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     try:
         if fs.isdir(path):
+            from chunkref.manifest.native import HEADER_NAME
+
+            if fs.exists(f"{path.rstrip('/')}/{HEADER_NAME}"):
+                return "manifest"
             for name in ("zarr.json", ".zarray", ".zgroup", ".zmetadata"):
                 if fs.exists(f"{path.rstrip('/')}/{name}"):
                     return "zarr"
@@ -63,27 +70,43 @@ def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     raise ScanError(f"{url}: not an HDF5, NetCDF3, Zarr or manifest file (first bytes {head!r})")
 
 
-def scan(url: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+def scan(
+    url: str | os.PathLike,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    hash: bool = False,  # noqa: A002 - the user-facing name of the option
+    **kwargs: Any,
+) -> Any:
     """Scan a file (HDF5, NetCDF4, NetCDF3) or store (Zarr, kerchunk JSON) into a Manifest.
 
     Keyword arguments go to the scanner: ``zarr_format``, ``inline_threshold``,
     ``skip_variables``, ``strict`` and the scanner's own options.  ``Manifest.refused`` maps
-    every variable that could not be represented to the reason.
+    every variable that could not be represented to the reason.  ``hash=True`` then reads every
+    referenced byte and records its content id (``Manifest.compute_hashes``).
     """
     url = os.fspath(url)
     kind = sniff_format(url, storage_options)
     if kind == "hdf5":
         from chunkref.scan.hdf5 import scan_hdf5
 
-        return scan_hdf5(url, storage_options=storage_options, **kwargs)
+        manifest = scan_hdf5(url, storage_options=storage_options, **kwargs)
+        if hash:
+            manifest.compute_hashes(**dict(storage_options or {}))
+        return manifest
     if kind == "netcdf3":
         from chunkref.scan.netcdf3 import scan_netcdf3
 
-        return scan_netcdf3(url, storage_options=storage_options, **kwargs)
-    if kind == "kerchunk":
+        manifest = scan_netcdf3(url, storage_options=storage_options, **kwargs)
+        if hash:
+            manifest.compute_hashes(**dict(storage_options or {}))
+        return manifest
+    if kind in ("kerchunk", "manifest"):
         from chunkref.manifest import Manifest
 
-        return Manifest.load(url, **dict(storage_options or {}))
+        manifest = Manifest.load(url, **dict(storage_options or {}))
+        if hash:
+            manifest.compute_hashes()
+        return manifest
     from chunkref.scan.zarr_store import scan_zarr
 
     return scan_zarr(url, storage_options=storage_options, **kwargs)
@@ -136,7 +159,7 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
     elif isinstance(x, (str, os.PathLike)):
         url = os.fspath(x)
         kind = _kind_or_zarr(url, storage_options)
-        if kind == "kerchunk":
+        if kind in ("kerchunk", "manifest"):
             try:
                 manifest = Manifest.load(url)
             except FileNotFoundError:

@@ -120,6 +120,9 @@ class Manifest:
         self.sources: list[Source] = []
         self.refused: dict[str, str] = {}
         self._source_index: dict[str, int] = {}
+        #: Multihash of the content ids this manifest records (``"sha2-256"`` or ``"blake3"``):
+        #: a setting of the manifest, never chosen by what happens to be installed.
+        self.hash_function: str = "sha2-256"
 
     # -- sources ---------------------------------------------------------------------------------
 
@@ -288,7 +291,11 @@ class Manifest:
     @property
     def nchunks(self) -> int:
         """Number of present chunk references over all arrays."""
-        return sum(int(t.present().sum()) for t in self.tables.values())
+        total = 0
+        for t in self.tables.values():
+            known = getattr(t, "present_count", None)  # paged tables: known without loading
+            total += int(known) if known is not None else int(t.present().sum())
+        return total
 
     def __repr__(self) -> str:
         return (
@@ -298,7 +305,7 @@ class Manifest:
 
     # -- persistence -----------------------------------------------------------------------------
 
-    def save(self, url: str, *, format: str = "kerchunk", **storage_options: Any) -> None:
+    def save(self, url: str, *, format: str | None = None, **storage_options: Any) -> None:
         """Write the manifest to ``url`` (fsspec URL or local path).
 
         Parameters
@@ -307,20 +314,108 @@ class Manifest:
             Destination.
         format
             ``"kerchunk"``: kerchunk JSON version 1 with Zarr v2 metadata (v3 documents are
-            converted; what v2 cannot express raises :class:`~chunkref.errors.ManifestError`).
+            converted; what v2 cannot express raises :class:`~chunkref.errors.ManifestError`);
+            ``"parquet"``: a kerchunk parquet reference directory (needs pyarrow);
+            ``"native"``: chunkref's native format, a directory with a JSON header and
+            content-addressed page files (see :mod:`chunkref.manifest.native`).  Default: from
+            the name: ``*.json`` (also ``.json.gz`` etc.) kerchunk, ``*.parquet`` / ``*.parq``
+            parquet, anything else native.
         **storage_options
             Passed to fsspec for the destination.
         """
-        if format != "kerchunk":
-            raise ManifestError(f"unknown manifest format {format!r}; known: 'kerchunk'")
-        from chunkref.manifest.kerchunk import write_kerchunk
+        fmt = format or manifest_format(url)
+        if fmt == "kerchunk":
+            from chunkref.manifest.kerchunk import write_kerchunk
 
-        write_kerchunk(self, url, **storage_options)
+            write_kerchunk(self, url, **storage_options)
+        elif fmt == "native":
+            from chunkref.manifest.native import write_native
+
+            write_native(self, url, **storage_options)
+        elif fmt == "parquet":
+            from chunkref.manifest.parquet import write_parquet
+
+            write_parquet(self, url, **storage_options)
+        else:
+            raise ManifestError(f"unknown manifest format {format!r}; known: 'kerchunk', 'native', 'parquet'")
         self.location = url
 
     @classmethod
-    def load(cls, url: str, **storage_options: Any) -> Manifest:
-        """Read a manifest (kerchunk JSON version 0 or 1) from ``url``."""
+    def load(cls, url: str, *, format: str | None = None, **storage_options: Any) -> Manifest:
+        """Read a manifest from ``url``: kerchunk JSON (version 0 or 1), a kerchunk parquet
+        directory, or a native manifest (only its header: chunk tables load page by page on
+        first use).  ``format`` as in :meth:`save`; by default from the name, and a directory
+        holding a native header is native."""
+        fmt = format or manifest_format(url, storage_options, reading=True)
+        if fmt == "native":
+            from chunkref.manifest.native import read_native
+
+            return read_native(url, **storage_options)
+        if fmt == "parquet":
+            from chunkref.manifest.parquet import read_parquet
+
+            return read_parquet(url, **storage_options)
+        if fmt != "kerchunk":
+            raise ManifestError(f"unknown manifest format {format!r}; known: 'kerchunk', 'native', 'parquet'")
         from chunkref.manifest.kerchunk import read_kerchunk
 
         return read_kerchunk(url, **storage_options)
+
+    # -- content ids -----------------------------------------------------------------------------
+
+    def compute_hashes(
+        self, *, progress: bool | None = None, concurrency: int | None = None, **storage_options: Any
+    ) -> None:
+        """Read every referenced byte range and record its content id (``hash_function``).
+
+        See :func:`chunkref.manifest.hashing.compute_hashes` (batched, coalesced, concurrent
+        reads; a progress bar on a terminal).
+        """
+        from chunkref.manifest.hashing import compute_hashes
+
+        compute_hashes(self, progress=progress, concurrency=concurrency, **storage_options)
+
+    def verify(
+        self,
+        *,
+        allow: Any = None,
+        check_content: bool = True,
+        check_sources: bool = True,
+        progress: bool | None = None,
+        concurrency: int | None = None,
+        **storage_options: Any,
+    ) -> Any:
+        """Check every reference against its content id and every source against its recorded
+        size/mtime/ETag; returns a :class:`chunkref.manifest.hashing.VerifyReport`."""
+        from chunkref.manifest.hashing import verify_manifest
+
+        return verify_manifest(
+            self,
+            allow=allow,
+            check_content=check_content,
+            check_sources=check_sources,
+            progress=progress,
+            concurrency=concurrency,
+            **storage_options,
+        )
+
+
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+
+
+def manifest_format(url: str, storage_options: Mapping[str, Any] | None = None, *, reading: bool = False) -> str:
+    """``"kerchunk"``, ``"parquet"`` or ``"native"`` for a manifest URL (by name; when reading, a
+    directory holding a native header is native whatever its name)."""
+    name = str(url).rstrip("/").lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(".json" + suffix):
+            return "kerchunk"
+    if name.endswith(".json"):
+        return "kerchunk"
+    if name.endswith((".parquet", ".parq")):
+        return "parquet"
+    if reading:
+        from chunkref.manifest.native import is_native
+
+        return "native" if is_native(url, **dict(storage_options or {})) else "kerchunk"
+    return "native"

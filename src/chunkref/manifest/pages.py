@@ -650,8 +650,8 @@ class PagedChunkTable(ChunkTable):
         "page_shape",
         "page_grid",
         "npages",
-        "sources_used",
-        "present_count",
+        "_sources_used",
+        "_present_count",
         "_loader",
         "_loaded",
         "_nloaded",
@@ -674,8 +674,8 @@ class PagedChunkTable(ChunkTable):
         self.page_shape = _shape(page_shape, "page_shape", positive=True)
         self.page_grid = page_grid_shape(grid, self.page_shape)
         self.npages = math.prod(self.page_grid)
-        self.sources_used = None if sources_used is None else sorted(int(s) for s in sources_used)
-        self.present_count = None if present_count is None else int(present_count)
+        self._sources_used = None if sources_used is None else sorted(int(s) for s in sources_used)
+        self._present_count = None if present_count is None else int(present_count)
         self._loader = loader
         self._loaded = np.zeros(self.npages, bool)
         self._nloaded = 0
@@ -708,6 +708,17 @@ class PagedChunkTable(ChunkTable):
     @property
     def _slot_inline(self) -> dict[int, bytes]:
         return ChunkTable.inline.__get__(self, ChunkTable)
+
+    @property
+    def sources_used(self) -> list[int] | None:
+        """Source indices the chunks use, known without loading pages (None once fully loaded:
+        the table may have been modified, ask the columns)."""
+        return None if self.fully_loaded and self._allocated else self._sources_used
+
+    @property
+    def present_count(self) -> int | None:
+        """Number of present chunks, known without loading pages (None once fully loaded)."""
+        return None if self.fully_loaded and self._allocated else self._present_count
 
     @property
     def pages_loaded(self) -> int:
@@ -823,7 +834,7 @@ class PagedChunkTable(ChunkTable):
             return (_plain_table, (ChunkTable.copy(self),))
         return (
             _paged_table,
-            (self.grid_shape, self.page_shape, self._loader, self.sources_used, self.present_count),
+            (self.grid_shape, self.page_shape, self._loader, self._sources_used, self._present_count),
         )
 
     def __repr__(self) -> str:
