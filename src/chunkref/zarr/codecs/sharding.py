@@ -83,8 +83,13 @@ __all__ = ["ShardingCodec"]
 
 _LOCATIONS = ("start", "end")
 _DEFAULT_INDEX_CODECS = ({"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"})
-# Inner chunks per thread-pool task at least: a task costs ~14 µs, a small inner chunk less.
-_MIN_BATCH = 16
+# Decoded bytes per thread-pool task at least: a task costs ~14 µs, about what decoding
+# 128 KiB costs (2 chunks of 64 KiB, 16 of 8 KiB).
+_TASK_BYTES = 128 << 10
+
+
+def _min_batch(chunk_nbytes: int) -> int:
+    return max(1, _TASK_BYTES // max(1, chunk_nbytes))
 
 
 def _positive_ints(value: Any, what: str) -> tuple[int, ...]:
@@ -756,10 +761,11 @@ class ShardingCodec(ArrayBytesCodec):
                 for group, lo, hi in segments:
                     inner.decode_segment(group, lo, hi, fill)
 
-        if total < 2 * _MIN_BATCH:
+        min_batch = _min_batch(inner.nbytes)
+        if total < 2 * min_batch:
             work([[(g, 0, len(g.flats)) for g in groups]])  # too little to spread over threads
             return
-        nb = max(1, min(2 * max_workers(), total // _MIN_BATCH))
+        nb = max(1, min(2 * max_workers(), total // min_batch))
         bounds = [total * i // nb for i in range(nb + 1)]
         batches: list[list[tuple[_Group, int, int]]] = [[] for _ in range(nb)]
         pos = 0
@@ -1057,7 +1063,7 @@ class ShardingCodec(ArrayBytesCodec):
         # Batches of at most ~8 MiB of output each: arenas stay small enough to pool.
         nb = max(1, -(-len(items) * max(1, inner.nbytes) // (8 << 20)))
         try:
-            parts = map_batched(work, items, min_batch=_MIN_BATCH, max_batches=max(nb, 2 * max_workers()))
+            parts = map_batched(work, items, min_batch=_min_batch(inner.nbytes), max_batches=max(nb, 2 * max_workers()))
         except BaseException:
             for a in arenas:
                 a.give_back()
