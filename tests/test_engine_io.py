@@ -534,3 +534,59 @@ def test_store_failure_mid_write_is_reported() -> None:
     with pytest.raises(StoreError):
         b[...] = 2
     np.testing.assert_array_equal(zarr.open_array(inner, path="a", mode="r")[...], [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"chunks": (2, 2), "shards": (4, 4)},
+        {"chunks": ((3, 4, 3), (5, 5))},
+        {"chunks": (3, 3), "zarr_format": 2, "order": "F"},
+        {"chunks": (3, 3), "compressors": [{"name": "gzip", "configuration": {"level": 1}}]},
+    ],
+    ids=["sharded", "rectilinear", "v2-F", "gzip"],
+)
+def test_shrink_then_grow_shows_fill_for_every_layout(kwargs) -> None:
+    store = MemoryStore()
+    a = zarr.create_array(store, name="a", shape=(10, 10), dtype="i4", fill_value=-1, **kwargs)
+    a[...] = np.arange(100).reshape(10, 10)
+    a.resize((5, 6))
+    a.resize((10, 10))
+    expected = np.full((10, 10), -1)
+    expected[:5, :6] = np.arange(100).reshape(10, 10)[:5, :6]
+    np.testing.assert_array_equal(a[...], expected)
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[...], expected)
+
+
+def test_resize_shrink_costs_one_batch_per_cut_axis() -> None:
+    store = CountingStore(MemoryStore())
+    a = zarr.create_array(store, name="a", shape=(12, 12), chunks=(5, 5), dtype="u1")
+    a[...] = 1
+    store.reset()
+    a.resize((7, 12))  # cuts chunk row 1 (rows 5-9); deletes row 2
+    assert store.counts["get_many"] == 1 and store.counts["delete_many"] == 1
+    assert store.counts["set_many"] == 2  # the 3 rewritten chunks, then the metadata document
+    assert store.counts["keys_written"] == 3 + 1
+    store.reset()
+    a.resize((7, 15))  # growing rewrites nothing
+    assert store.counts["get_many"] == 0 and store.counts["keys_written"] == 1
+
+
+def test_sharded_missing_shard_and_empty_inner_chunks() -> None:
+    store = MemoryStore()
+    a = zarr.create_array(
+        store,
+        name="t",
+        shape=(8, 8),
+        chunks=(2, 2),
+        shards=(4, 4),
+        dtype="i4",
+        config={"read_missing_chunks": False},
+    )
+    a[0:2, 0:2] = 1
+    with pytest.raises(ChunkNotFoundError, match="t/c/1/1"):
+        a[4:8, 4:8]
+    # An inner chunk recorded as empty in an existing shard's index is the fill value, not missing.
+    np.testing.assert_array_equal(a[2:4, 2:4], 0)
+    a[0:2, 0:2] = 0  # the shard's only non-empty inner chunk becomes fill: the shard is deleted
+    assert chunk_keys(store, "t/c/") == set()
