@@ -632,3 +632,23 @@ def test_sharded_both_ways(tmp_path) -> None:
     np.testing.assert_array_equal(
         np.asarray(zarr.open_array(zstore(tmp_path / "cr"), mode="r")[...]), expected
     )
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zip_stores_both_ways(tmp_path, zarr_format) -> None:
+    data = np.arange(15, dtype="i2").reshape(3, 5)
+    g = chunkref.open_group(str(tmp_path / "cr.zip"), mode="w", zarr_format=zarr_format, attributes={"z": 1})
+    a = g.create_array("x", shape=(3, 5), chunks=(2, 2), dtype="i2")
+    a[...] = data
+    g.store.close()
+    zs = zarr.storage.ZipStore(str(tmp_path / "cr.zip"), mode="r")
+    zg = zarr.open_group(zs, mode="r")
+    assert dict(zg.attrs) == {"z": 1}
+    np.testing.assert_array_equal(np.asarray(zg["x"][...]), data)
+    zs.close()
+    zs = zarr.storage.ZipStore(str(tmp_path / "zp.zip"), mode="w")
+    zg = zarr.open_group(zs, mode="w", zarr_format=zarr_format)
+    zg.create_array("y", shape=(4,), chunks=(3,), dtype="f4", fill_value=np.nan)[:2] = 1.5
+    zs.close()
+    c = chunkref.open_group(str(tmp_path / "zp.zip"), mode="r")
+    np.testing.assert_array_equal(c["y"][...], [1.5, 1.5, np.nan, np.nan])
