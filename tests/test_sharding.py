@@ -384,6 +384,20 @@ def test_large_writes_go_out_in_waves(monkeypatch):
     np.testing.assert_array_equal(api.open_array(store, path="x")[...], v)
 
 
+def test_large_local_reads_go_in_waves(monkeypatch):
+    import chunkref.zarr.codecs.sharding as sharding_mod
+
+    monkeypatch.setattr(sharding_mod, "_READ_WAVE_BYTES", 4096)
+    store = CountingStore(MemoryStore())
+    a, v = make_counted(store)
+    store.delete("x/c/1/0")
+    v[32:, :32] = 0
+    store.reset()
+    np.testing.assert_array_equal(a[...], v)
+    assert store.counts["get_many"] == 4  # one shard per wave (4 KiB decoded each)
+    np.testing.assert_array_equal(a[5:60, 1:63], v[5:60, 1:63])
+
+
 def test_partial_shard_write_reads_once_writes_once(counting):
     a, v = make_counted(counting)
     counting.reset()

@@ -631,19 +631,19 @@ class ShardingCodec(ArrayBytesCodec):
         cache = state.cache
         layouts = state.layouts
         generic = state.inner.zstd is None
+        fill = _fill_of(requests[0].spec, state)
         groups: list[_Group] = []
         post: list[Any] = []
+        wholes: list[tuple[Any, _Layout]] = []
         fetch: list[tuple[str, Any]] = []
-        fetch_req: list[tuple[Any, _Layout, bool]] = []
+        fetch_req: list[tuple[Any, _Layout]] = []
         partial: list[tuple[Any, _Layout, np.ndarray]] = []
         from_cache = False
         for req in requests:
             shape = req.spec.shape
             layout = layouts.get(shape) or self._layout(tuple(shape))
             if req.is_complete:
-                # The whole object in one request: no separate index read.
-                fetch.append((req.key, None))
-                fetch_req.append((req, layout, True))
+                wholes.append((req, layout))  # the whole object in one request, index included
                 continue
             index = cache.get(store, req.key) if use_cache else None
             if index is not None:
@@ -651,43 +651,89 @@ class ShardingCodec(ArrayBytesCodec):
                 from_cache = True
             else:
                 fetch.append((req.key, layout.index_request()))
-                fetch_req.append((req, layout, False))
-        blobs: list[Any] = []
-        if fetch:
-            try:
-                blobs = store.get_many(fetch)
-            except ShortReadError as exc:
-                raise ShardError(f"array {options.array_path!r}: a shard is shorter than its index: {exc}") from exc
-        for (req, layout, whole), blob in zip(fetch_req, blobs):
+                fetch_req.append((req, layout))
+        # Many whole shards from a local store: fetch them a wave at a time on a helper thread
+        # while the pool decodes the previous wave.  Remote stores get every request in one
+        # batch (their latency, not the copying, is what costs).
+        waves = _read_waves(wholes) if len(wholes) > 1 and _is_local(store) else [wholes]
+        first = waves[0]
+        blobs = self._get(store, fetch + [(req.key, None) for req, _ in first], options) if fetch or first else []
+        for (req, layout), blob in zip(fetch_req, blobs):
             if blob is None:
-                if not options.read_missing_chunks:
-                    raise ChunkNotFoundError(
-                        f"chunk {req.key!r} of array {options.array_path!r} is missing "
-                        "(array.read_missing_chunks is False)"
-                    )
-                out[req.out_selection] = _fill_of(req.spec, state)
-                if not whole:
-                    cache.discard(store, [req.key])
+                self._missing(req, out, options, fill)
+                cache.discard(store, [req.key])
                 continue
-            if whole:
-                index, stored, view = layout.split(blob, req.key)
-                cache.put(store, req.key, index)
-                group = _plan_selection(post, layout, req.key, out, req.chunk_selection, req.out_selection)
-                if group is not None:
-                    group.attach_whole(index, stored, view, generic)
-                    groups.append(group)
-            else:
-                index = layout.index.decode(blob, req.key)
-                validate_index(
-                    index, req.key, layout.cps, data_start=layout.index_nbytes if layout.at_start else 0, data_stop=None
-                )
-                cache.put(store, req.key, index)
-                partial.append((req, layout, index))
+            index = layout.index.decode(blob, req.key)
+            validate_index(index, req.key, layout.cps, data_start=layout.index_nbytes if layout.at_start else 0, data_stop=None)
+            cache.put(store, req.key, index)
+            partial.append((req, layout, index))
+        self._plan_whole(store, first, blobs[len(fetch_req) :], groups, post, out, options, fill, generic)
         if partial:
             self._fetch_inner(store, partial, groups, post, out, options, from_cache, generic)
-        self._run_decode(state, groups, _fill_of(requests[0].spec, state))
+        if len(waves) == 1:
+            self._run_decode(state, groups, fill)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1, thread_name_prefix="chunkref-shard-read") as reader:
+                def fetch_wave(wave: list[tuple[Any, _Layout]]) -> list[Any]:
+                    return self._get(store, [(req.key, None) for req, _ in wave], options)
+
+                pending = reader.submit(fetch_wave, waves[1])
+                self._run_decode(state, groups, fill)
+                for k in range(1, len(waves)):
+                    blobs = pending.result()
+                    if k + 1 < len(waves):
+                        pending = reader.submit(fetch_wave, waves[k + 1])
+                    groups = []
+                    self._plan_whole(store, waves[k], blobs, groups, post, out, options, fill, generic)
+                    del blobs
+                    self._run_decode(state, groups, fill)
         for fn in post:
             fn()
+
+    @staticmethod
+    def _get(store: Any, fetch: list[tuple[str, Any]], options: Any) -> list[Any]:
+        if not fetch:
+            return []
+        try:
+            return store.get_many(fetch)
+        except ShortReadError as exc:
+            raise ShardError(f"array {options.array_path!r}: a shard is shorter than its index: {exc}") from exc
+
+    @staticmethod
+    def _missing(req: Any, out: np.ndarray, options: Any, fill: Any) -> None:
+        """A shard that does not exist reads as the fill value (unless that is forbidden)."""
+        if not options.read_missing_chunks:
+            raise ChunkNotFoundError(
+                f"chunk {req.key!r} of array {options.array_path!r} is missing (array.read_missing_chunks is False)"
+            )
+        out[req.out_selection] = fill
+
+    def _plan_whole(
+        self,
+        store: Any,
+        wholes: list[tuple[Any, _Layout]],
+        blobs: list[Any],
+        groups: list[_Group],
+        post: list[Any],
+        out: np.ndarray,
+        options: Any,
+        fill: Any,
+        generic: bool,
+    ) -> None:
+        """Groups for shards fetched whole: the index comes from the object itself."""
+        cache = self._state.cache
+        for (req, layout), blob in zip(wholes, blobs):
+            if blob is None:
+                self._missing(req, out, options, fill)
+                continue
+            index, stored, view = layout.split(blob, req.key)
+            cache.put(store, req.key, index)
+            group = _plan_selection(post, layout, req.key, out, req.chunk_selection, req.out_selection)
+            if group is not None:
+                group.attach_whole(index, stored, view, generic)
+                groups.append(group)
 
     def _fetch_inner(
         self,
@@ -1226,6 +1272,23 @@ def _fancy_group(layout: _Layout, key: str, dtype: np.dtype, sel: tuple[Any, ...
     return _Group(key, layout, bbox, fl.tolist(), [None] * len(regions), regions), shifted
 
 
+# Decoded bytes of whole shards fetched per read wave.
+_READ_WAVE_BYTES = 16 << 20
+
+
+def _read_waves(wholes: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
+    """Cut whole-shard reads into waves of about :data:`_READ_WAVE_BYTES` decoded bytes."""
+    waves: list[list[tuple[Any, Any]]] = [[]]
+    size = 0
+    for item in wholes:
+        if waves[-1] and size >= _READ_WAVE_BYTES:
+            waves.append([])
+            size = 0
+        waves[-1].append(item)
+        size += item[0].spec.nbytes or 0
+    return waves
+
+
 def _merge_parts(carried: dict[int, Any], parts: Mapping[int, Any]) -> dict[int, Any]:
     """The inner chunks of a shard after a write: the kept ones, updated by the encoded ones
     (None: now empty)."""
@@ -1275,18 +1338,22 @@ def _waves(items: list[Any], nshards: int, chunk_nbytes: int) -> list[tuple[list
 _LOCAL_MAX_GAP = 64 << 10
 
 
-def _max_gap(store: Any, gap: int) -> int:
-    """The hole worth reading to merge two ranges: ``gap`` for remote stores, at most
-    :data:`_LOCAL_MAX_GAP` for local files and memory (seen through the transparent counting
-    and write-buffer wrappers; a latency wrapper models a remote store and counts as one)."""
+def _is_local(store: Any) -> bool:
+    """Whether ``store`` reads local files or memory (seen through the transparent counting and
+    write-buffer wrappers; a latency wrapper models a remote store and counts as one)."""
     for _ in range(8):
         if not isinstance(store, (CountingStore, BufferedStore)):
             break
         store = store.inner
-    local = isinstance(store, (LocalStore, MemoryStore)) or (
+    return isinstance(store, (LocalStore, MemoryStore)) or (
         isinstance(store, FsspecStore) and getattr(store, "protocol", None) in ("file", "local", "memory")
     )
-    return min(gap, _LOCAL_MAX_GAP) if local else gap
+
+
+def _max_gap(store: Any, gap: int) -> int:
+    """The hole worth reading to merge two ranges: ``gap`` for remote stores, at most
+    :data:`_LOCAL_MAX_GAP` for local ones."""
+    return min(gap, _LOCAL_MAX_GAP) if _is_local(store) else gap
 
 
 def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
