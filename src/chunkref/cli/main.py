@@ -14,7 +14,7 @@ from chunkref.errors import ChunkrefError
 
 # Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 # ``func`` (taking the parsed args, returning an exit code).
-_SUBCOMMAND_MODULES = ("chunkref.cli.info", "chunkref.cli.scan", "chunkref.cli.combine", "chunkref.cli.verify")
+_SUBCOMMAND_MODULES = ("chunkref.cli.info", "chunkref.cli.scan", "chunkref.cli.combine", "chunkref.cli.verify", "chunkref.cli.repo")
 
 
 def build_parser() -> argparse.ArgumentParser:
