@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "array.coalesce_max_bytes": 16 << 20,
     # Shard indexes kept per open array.
     "array.shard_index_cache_size": 4096,
+    # ... and at most this many bytes of them (an index of 32768 inner chunks takes 512 KiB).
+    "array.shard_index_cache_bytes": 64 << 20,
     # Threads used to decode / encode chunks (None: os.cpu_count()).
     "threading.max_workers": None,
     # Most bytes one codec may inflate a chunk to (decompression-bomb guard; chunk shapes come

@@ -289,7 +289,7 @@ class ShardIndexCache:
     def put(self, store: Any, key: str, index: np.ndarray) -> None:
         """Remember ``index`` (made read-only) for ``key`` in ``store``."""
         max_entries = int(config.get("array.shard_index_cache_size"))
-        max_bytes = int(config.get("array.shard_index_cache_bytes", 64 << 20))
+        max_bytes = int(config.get("array.shard_index_cache_bytes"))
         if max_entries <= 0 or index.nbytes > max_bytes:
             return
         index = index if not index.flags.writeable else index.copy()
