@@ -26,7 +26,7 @@ import warnings
 import h5py
 import numpy as np
 
-from chunkref.scan import scan_hdf5
+from chunkref.scanners import scan_hdf5
 
 
 def make_file(path: str, nchunks: int) -> None:

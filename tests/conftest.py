@@ -36,14 +36,13 @@ Hermeticity: ``FSSPEC_*`` environment variables are removed for the session.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 # Register hdf5plugin's filters with h5py's HDF5 before anything imports netCDF4: netCDF4 points
 # HDF5_PLUGIN_PATH at its own plugin builds, and an HDF5 that later loads those (instead of
 # hdf5plugin's) fails in the filter's set-local callback, depending on test order.
 import hdf5plugin  # noqa: F401, E402  (imported for its side effect)
-
-import os
-from collections.abc import Iterator
-
 import pytest
 
 # tests/ is on sys.path (rootdir conftest, no package): helpers import as ``servers``.

@@ -9,7 +9,7 @@ import zarr
 import chunkref.entry as entry
 from chunkref.errors import ScanError
 from chunkref.manifest.combine import combine
-from chunkref.scan.zarr_store import scan_zarr
+from chunkref.scanners.zarr_store import scan_zarr
 
 
 def make_store(path, fmt, n, start, chunk=10, shards=None):

@@ -16,7 +16,7 @@ from chunkref.errors import ScanError
 from chunkref.manifest import Manifest
 from chunkref.manifest.kerchunk import read_kerchunk
 from chunkref.reference import ReferenceStore
-from chunkref.scan.netcdf3 import NC_DEFAULT_FILL, scan_netcdf3
+from chunkref.scanners.netcdf3 import NC_DEFAULT_FILL, scan_netcdf3
 
 netCDF4 = pytest.importorskip("netCDF4")
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from chunkref.scan import scan_hdf5
+from chunkref.scanners import scan_hdf5
 from test_scan_hdf5_reader import assert_scan_matches_h5py, read_array
 
 REALDATA = Path(os.environ.get("CHUNKREF_REALDATA", "/work/shared/realdata"))

@@ -14,7 +14,7 @@ from chunkref.errors import HashMismatchError, SourceNotAllowedError
 from chunkref.manifest import Manifest
 from chunkref.manifest.cid import compute_cid
 from chunkref.manifest.kerchunk import read_kerchunk
-from chunkref.scan.netcdf3 import scan_netcdf3
+from chunkref.scanners.netcdf3 import scan_netcdf3
 
 netCDF4 = pytest.importorskip("netCDF4")
 

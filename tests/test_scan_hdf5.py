@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from chunkref.errors import ChunkDecodeError, ScanError
-from chunkref.scan import scan_hdf5
+from chunkref.scanners import scan_hdf5
 from chunkref.zarr.codecs.hdf5 import HDF5NBit, HDF5ScaleOffset
 from test_scan_hdf5_reader import _read_source, assert_same, assert_scan_matches_h5py, read_array
 

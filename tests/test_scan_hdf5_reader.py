@@ -142,7 +142,7 @@ def assert_scan_matches_h5py(manifest: Manifest, h5file: str, skip: tuple[str, .
 
 
 def test_reader_decodes_a_plain_chunked_dataset(tmp_path):
-    from chunkref.scan import scan_hdf5
+    from chunkref.scanners import scan_hdf5
 
     p = tmp_path / "plain.h5"
     data = np.arange(100, dtype="<i4").reshape(10, 10)
@@ -154,7 +154,7 @@ def test_reader_decodes_a_plain_chunked_dataset(tmp_path):
 
 def test_reader_detects_corruption(tmp_path):
     """The reader is a real oracle: a damaged chunk reference must not read as the data."""
-    from chunkref.scan import scan_hdf5
+    from chunkref.scanners import scan_hdf5
 
     p = tmp_path / "plain.h5"
     data = np.arange(100, dtype="<i4").reshape(10, 10)

@@ -160,7 +160,7 @@ def var_info(manifest: Manifest, path: str, label: str) -> VarInfo:
                 fill = default_fill_value(data_type)
             elif "_FillValue" not in attrs:
                 # xarray reads a v2 fill_value as the CF _FillValue; keep that meaning in v3.
-                from chunkref.scan.hdf5._types import cf_fill_attr_v3
+                from chunkref.scanners.hdf5._types import cf_fill_attr_v3
 
                 attrs["_FillValue"] = cf_fill_attr_v3(fill, data_type.dtype)
             meta = ArrayMetadataV3(

@@ -53,7 +53,7 @@ __all__ = [
     "register_codec",
 ]
 
-# ``sharding_indexed`` registers itself when imported; it builds on everything above.
-from chunkref.zarr.codecs import sharding as _sharding  # noqa: E402,F401
-# ``chunkref.padded`` (chunks stored padded beyond their declared shape; see combine).
+# These register themselves when imported and build on everything above: ``chunkref.padded``
+# (chunks stored padded beyond their declared shape; see combine) and ``sharding_indexed``.
 from chunkref.zarr.codecs import padded as _padded  # noqa: E402,F401
+from chunkref.zarr.codecs import sharding as _sharding  # noqa: E402,F401

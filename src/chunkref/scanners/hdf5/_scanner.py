@@ -38,10 +38,10 @@ import chunkref.zarr.codecs.hdf5  # noqa: F401  (registers the chunkref.hdf5.* n
 from chunkref.errors import ScanError
 from chunkref.manifest import Manifest
 from chunkref.manifest.table import ChunkTable
-from chunkref.scan.hdf5._chunks import ChunkIndexError, contiguous_refs, list_chunks, split_contiguous
-from chunkref.scan.hdf5._filters import Filter, FilterRefusal, pipeline_codecs, read_pipeline, v3_codec
-from chunkref.scan.hdf5._io import OpenFile, join_relative, open_hdf5
-from chunkref.scan.hdf5._types import TypeInfo, TypeRefusal, analyse_type, attr_json, cf_fill_attr_v3
+from chunkref.scanners.hdf5._chunks import ChunkIndexError, contiguous_refs, list_chunks, split_contiguous
+from chunkref.scanners.hdf5._filters import Filter, FilterRefusal, pipeline_codecs, read_pipeline, v3_codec
+from chunkref.scanners.hdf5._io import OpenFile, join_relative, open_hdf5
+from chunkref.scanners.hdf5._types import TypeInfo, TypeRefusal, analyse_type, attr_json, cf_fill_attr_v3
 from chunkref.zarr.dtypes import (
     DataType,
     data_type_to_v3_json,

@@ -1,6 +1,6 @@
 """HDF5 / NetCDF-4 scanner: files -> reference manifests (see :mod:`._scanner`)."""
 
-from chunkref.scan.hdf5._scanner import (
+from chunkref.scanners.hdf5._scanner import (
     DEFAULT_CONTIGUOUS_SPLIT_BYTES,
     NETCDF_HIDDEN_ATTRS,
     scan_hdf5,
