@@ -87,14 +87,14 @@ def scan(
     url = os.fspath(url)
     kind = sniff_format(url, storage_options)
     if kind == "hdf5":
-        from chunkref.scan.hdf5 import scan_hdf5
+        from chunkref.scanners.hdf5 import scan_hdf5
 
         manifest = scan_hdf5(url, storage_options=storage_options, **kwargs)
         if hash:
             manifest.compute_hashes(**dict(storage_options or {}))
         return manifest
     if kind == "netcdf3":
-        from chunkref.scan.netcdf3 import scan_netcdf3
+        from chunkref.scanners.netcdf3 import scan_netcdf3
 
         manifest = scan_netcdf3(url, storage_options=storage_options, **kwargs)
         if hash:
@@ -107,7 +107,7 @@ def scan(
         if hash:
             manifest.compute_hashes()
         return manifest
-    from chunkref.scan.zarr_store import scan_zarr
+    from chunkref.scanners.zarr_store import scan_zarr
 
     return scan_zarr(url, storage_options=storage_options, **kwargs)
 
