@@ -491,6 +491,27 @@ def test_read_partial_many_with_hand_built_requests():
     assert store.counts["get_many"] == 2
 
 
+def test_boolean_masks_in_shard_selections():
+    pipe = CodecPipeline.from_v3([sharding_json((2, 2))], "int32", (4, 4))
+    codec = pipe.partial_codec
+    spec = ChunkSpec((4, 4), np.dtype("int32"), -1)
+    store = MemoryStore()
+    v = np.arange(16, dtype="int32").reshape(4, 4)
+    store.set("c/0/0", pipe.encode(v, spec))
+    mask = v % 3 == 0
+    out = np.zeros(int(mask.sum()), dtype="int32")
+    codec.read_partial_many(store, [ChunkRequest("c/0/0", (0, 0), spec, (mask,), (slice(None),), False)], out, options())
+    np.testing.assert_array_equal(out, v[mask])
+    row = np.array([True, False, True, False])
+    out = np.zeros((2, 2), dtype="int32")
+    req = ChunkRequest("c/0/0", (0, 0), spec, (row, slice(1, 3)), (slice(None), slice(None)), False)
+    codec.read_partial_many(store, [req], out, options())
+    np.testing.assert_array_equal(out, v[row, 1:3])
+    codec.write_partial_many(store, [req], np.full((2, 2), 7, dtype="int32"), options())
+    v[row, 1:3] = 7
+    np.testing.assert_array_equal(pipe.decode(store.get("c/0/0"), spec), v)
+
+
 # --- hand-built and damaged shards ----------------------------------------------------------------
 
 
