@@ -17,19 +17,23 @@ Reads (:meth:`ShardingCodec.read_partial_many`)
        straight into the output.
     Indexes are cached per codec instance (:class:`.shard_index.ShardIndexCache`), so a warm
     read of one inner chunk is one request.  Only the index says where a chunk is: writers may
-    order chunks freely (zarr-python: Morton order) and leave gaps.
+    order chunks freely (zarr-python: Morton order) and leave gaps.  On local stores, large
+    whole-shard reads are fetched in waves by a helper thread while the pool decodes, and holes
+    of more than 64 KiB are not read to merge ranges.
 
 Writes (:meth:`ShardingCodec.write_partial_many`)
     Shards covered completely are encoded from the new values without reading anything.  Shards
     covered partly are fetched whole in one ``get_many``, their touched inner chunks re-encoded
     (decoding only those not completely overwritten), untouched ones copied as stored bytes, and
     every shard is rewritten once (C-order, compacted).  Inner chunks equal to the fill value are
-    left out unless ``write_empty_chunks``; a shard left with none is deleted.
+    left out unless ``write_empty_chunks``; a shard left with none is deleted.  Large writes go
+    out in waves: a helper thread writes one while the pool encodes the next.  Inside
+    ``Array.batch()`` shards stay in the write buffer as inner-chunk dicts until the block ends.
 
-Fast path: for inner chains made of ``transpose`` codecs, ``bytes`` and any bytes->bytes codecs
-(the usual ``bytes`` + compressor), inner chunks are decoded by calling the compressor and
-viewing its output with ``np.frombuffer``; the only copy is the one into the output array.
-Other chains (e.g. nested sharding, vlen strings) go through the inner :class:`CodecPipeline`.
+Selections are mapped onto inner chunks by :mod:`.shard_layout`; inner chunks are coded by
+:mod:`.shard_kernels` (a zstd kernel with reusable contexts for the usual ``bytes`` + ``zstd``
+chain, ``np.frombuffer`` views for other ``bytes`` + compressor chains, the inner
+:class:`CodecPipeline` for the rest: nested sharding, vlen strings).
 """
 
 from __future__ import annotations
