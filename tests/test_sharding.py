@@ -128,6 +128,8 @@ def test_rectilinear_shard_edges_must_be_divisible():
         (BYTES, ZSTD),
         ({"name": "transpose", "configuration": {"order": [1, 0]}}, BYTES, {"name": "gzip", "configuration": {"level": 1}}),
         ({"name": "bytes", "configuration": {"endian": "big"}}, CRC),
+        ({"name": "transpose", "configuration": {"order": [1, 0]}}, {"name": "bytes", "configuration": {"endian": "big"}}, ZSTD),
+        (BYTES, {"name": "zstd", "configuration": {"level": 3, "checksum": True}}),
         (sharding_json((2, 2)),),
     ],
 )
@@ -240,6 +242,21 @@ def test_rectilinear_outer_grid():
         assert int.from_bytes(blob[16 * n : 16 * n + 4], "little") == crc32c.crc32c(blob[: 16 * n])
         stored = index[:, 0] != MAX
         assert (index[stored, 0] >= 16 * n + 4).all()
+
+
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_zstd_kernel_with_transpose_and_byte_order(endian):
+    store = MemoryStore()
+    codecs = ({"name": "transpose", "configuration": {"order": [2, 0, 1]}}, {"name": "bytes", "configuration": {"endian": endian}}, ZSTD)
+    a = open_custom(store, (9, 10, 11), (6, 10, 8), (3, 5, 4), dtype="float64", fill=np.nan, codecs=codecs)
+    v = np.random.default_rng(3).normal(size=(9, 10, 11))
+    v[:3, :5, :4] = np.nan  # an inner chunk of fill (NaN): left out
+    a[...] = v
+    np.testing.assert_array_equal(a[...], v)
+    np.testing.assert_array_equal(api.open_array(store, path="a")[2:8, 1:9, 3:10], v[2:8, 1:9, 3:10])
+    a[4, :, 5] = -1.5
+    v[4, :, 5] = -1.5
+    np.testing.assert_array_equal(api.open_array(store, path="a")[...], v)
 
 
 def test_nested_sharding_array():
