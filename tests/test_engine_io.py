@@ -590,3 +590,28 @@ def test_sharded_missing_shard_and_empty_inner_chunks() -> None:
     np.testing.assert_array_equal(a[2:4, 2:4], 0)
     a[0:2, 0:2] = 0  # the shard's only non-empty inner chunk becomes fill: the shard is deleted
     assert chunk_keys(store, "t/c/") == set()
+
+
+@pytest.mark.network
+def test_http_reads_are_concurrent_and_batched(http_server) -> None:
+    """Over a real HTTP server: one read of 16 chunks keeps several requests in flight."""
+    from chunkref.storage import FsspecStore
+    from servers import HTTP_OPTIONS
+
+    url, path = http_server.new_dir()
+    a = zarr.create_array(str(path), shape=(40, 40), chunks=(10, 10), dtype="i2", compressors=None)
+    a[...] = np.arange(1600, dtype="i2").reshape(40, 40)
+    remote = zarr.open_array(
+        FsspecStore(url, storage_options=HTTP_OPTIONS, read_only=True), mode="r", zarr_format=3
+    )
+    http_server.reset()
+    with http_server.misbehave(delay=0.05):
+        t0 = time.perf_counter()
+        out = remote[...]
+        elapsed = time.perf_counter() - t0
+    np.testing.assert_array_equal(out, np.arange(1600).reshape(40, 40))
+    assert http_server.count("GET") == 16
+    assert http_server.max_in_flight >= 4
+    assert elapsed < 16 * 0.05, elapsed  # serial requests would take at least 0.8 s
+    http_server.reset()
+    assert remote[0:0].size == 0 and http_server.count("GET") == 0
