@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,20 +87,6 @@ def scan(
     """
     url = os.fspath(url)
     kind = sniff_format(url, storage_options)
-    if kind == "hdf5":
-        from chunkref.scanners.hdf5 import scan_hdf5
-
-        manifest = scan_hdf5(url, storage_options=storage_options, **kwargs)
-        if hash:
-            manifest.compute_hashes(**dict(storage_options or {}))
-        return manifest
-    if kind == "netcdf3":
-        from chunkref.scanners.netcdf3 import scan_netcdf3
-
-        manifest = scan_netcdf3(url, storage_options=storage_options, **kwargs)
-        if hash:
-            manifest.compute_hashes(**dict(storage_options or {}))
-        return manifest
     if kind in ("kerchunk", "manifest"):
         from chunkref.manifest import Manifest
 
@@ -107,14 +94,27 @@ def scan(
         if hash:
             manifest.compute_hashes()
         return manifest
-    from chunkref.scanners.zarr_store import scan_zarr
+    if kind == "zarr":
+        from chunkref.scanners.zarr_store import scan_zarr
 
-    return scan_zarr(url, storage_options=storage_options, **kwargs)
+        manifest = scan_zarr(url, storage_options=storage_options, content_ids=hash, **kwargs)
+    else:
+        if kind == "hdf5":
+            from chunkref.scanners.hdf5 import scan_hdf5 as scanner
+        else:
+            from chunkref.scanners.netcdf3 import scan_netcdf3 as scanner
+        manifest = scanner(url, storage_options=storage_options, **kwargs)
+        if hash:
+            manifest.compute_hashes(**dict(storage_options or {}))
+    # What this process just read while scanning, it may read again when the manifest is opened.
+    _SCANNED[manifest] = tuple(src.url for src in manifest.sources)
+    return manifest
 
 
-def _source_prefixes(manifest: Any) -> list[str]:
-    """The exact source URLs of a manifest made in this process (authorized by scanning them)."""
-    return [s.url for s in manifest.sources]
+#: Manifests made by :func:`scan` in this process, with the sources the scan itself read.
+#: ``open(scan(path))`` authorizes exactly those; a manifest from anywhere else (loaded from a
+#: file, built by hand, or given sources after scanning) needs ``allow=``.
+_SCANNED: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def open(  # noqa: A001 - the one entry point, like zarr.open
@@ -155,7 +155,7 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
     extra_allow: list[str] = []
     if isinstance(x, Manifest):
         manifest = x
-        extra_allow = _source_prefixes(x) if x.location is None else []
+        extra_allow = list(_SCANNED.get(x, ()))
     elif isinstance(x, (str, os.PathLike)):
         url = os.fspath(x)
         kind = _kind_or_zarr(url, storage_options)
@@ -166,7 +166,7 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
                 raise NodeNotFoundError(f"no reference file at {url!r}") from None
         elif kind in ("hdf5", "netcdf3"):
             manifest = scan(url, storage_options=storage_options, **_scan_kwargs(kwargs))
-            extra_allow = _source_prefixes(manifest)
+            extra_allow = list(_SCANNED.get(manifest, ()))
     if manifest is None:
         return api.open(x, mode=mode or "a", path=path, storage_options=storage_options, **kwargs)
     if mode not in (None, "r"):
