@@ -7,6 +7,10 @@ works for the calls both libraries share.
 from chunkref import errors
 from chunkref.config import config
 from chunkref.entry import open, scan
+from chunkref.manifest import Manifest
+from chunkref.manifest.combine import combine, combine_append
+from chunkref.many import ScanRecord, combine_many, scan_many
+from chunkref.repo import Repository
 from chunkref.zarr.api import (
     array,
     as_store,
@@ -28,9 +32,15 @@ __all__ = [
     "Array",
     "Group",
     "LazyArray",
+    "Manifest",
+    "Repository",
+    "ScanRecord",
     "__version__",
     "array",
     "as_store",
+    "combine",
+    "combine_append",
+    "combine_many",
     "config",
     "consolidate_metadata",
     "copy_store",
@@ -42,4 +52,5 @@ __all__ = [
     "open_array",
     "open_group",
     "scan",
+    "scan_many",
 ]
