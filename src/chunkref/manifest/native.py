@@ -66,6 +66,7 @@ HASH_FUNCTIONS = ("sha2-256", "blake3")
 # from a fixed alphabet, so a name can never traverse out of the pages folder.
 _PAGE_NAME = re.compile(r"^bafkrei[a-z2-7]{52}$")
 _WRITE_THREADS = 4
+_HEADER_PROBE = 1 << 22
 
 
 def _fs(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
@@ -313,7 +314,14 @@ def _read_header(url: str, storage_options: Mapping[str, Any]) -> dict:
     limit = int(config.get("manifest.max_json_bytes"))
     path = f"{root}/{HEADER_NAME}"
     try:
-        data = fs.cat_file(path, start=0, end=limit + 1)
+        # One request for the usual small header; asking for limit+1 bytes at once would make
+        # local reads allocate a buffer of the whole limit.
+        data = fs.cat_file(path, start=0, end=_HEADER_PROBE)
+        if len(data) == _HEADER_PROBE:
+            size = int(fs.size(path))
+            if size > limit:
+                raise _bad(url, f"header of {size} bytes is larger than manifest.max_json_bytes={limit}")
+            data += fs.cat_file(path, start=_HEADER_PROBE, end=size)
     except FileNotFoundError:
         raise ManifestError(f"{url!r} is not a native manifest (no {HEADER_NAME})") from None
     except OSError as exc:

@@ -174,7 +174,12 @@ def read_parquet(url: str, **storage_options: Any) -> Manifest:
     fs, root = _fs(url, storage_options)
     limit = int(config.get("manifest.max_json_bytes"))
     try:
-        raw = fs.cat_file(f"{root}/.zmetadata", start=0, end=limit + 1)
+        raw = fs.cat_file(f"{root}/.zmetadata", start=0, end=1 << 22)
+        if len(raw) == 1 << 22:
+            size = int(fs.size(f"{root}/.zmetadata"))
+            if size > limit:
+                raise ManifestError(f"parquet references {url!r}: .zmetadata larger than manifest.max_json_bytes={limit}")
+            raw += fs.cat_file(f"{root}/.zmetadata", start=1 << 22, end=size)
     except FileNotFoundError:
         raise ManifestError(f"{url!r} is not a kerchunk parquet reference directory (no .zmetadata)") from None
     except OSError as exc:
