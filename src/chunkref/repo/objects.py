@@ -37,7 +37,7 @@ from chunkref.manifest.cid import (
     parse_cid,
     verify_cid,
 )
-from chunkref.storage.base import RangeLike, Store, slice_value
+from chunkref.storage.base import OffsetRequest, RangeLike, Store, slice_value
 
 __all__ = [
     "DAG_JSON",
@@ -56,6 +56,7 @@ DAG_JSON = 0x0129
 OBJECTS_PREFIX = "objects/"
 HASH_FUNCTIONS = ("sha2-256", "blake3")
 
+_WHOLE = OffsetRequest(0)
 # Hashing releases the GIL for buffers of a few KiB and more: batch it on the thread pool.
 _HASH_BATCH_BYTES = 1 << 20
 
@@ -250,7 +251,10 @@ class ObjectStore:
         if not cids:
             return []
         ranges = list(ranges) if ranges is not None else [None] * len(cids)
-        reqs = [(object_key(c), None if verify else r) for c, r in zip(cids, ranges)]
+        # Whole objects are read as ``OffsetRequest(0)``: s3fs answers a plain whole-file read
+        # by asking the size from its listing cache first, which misses objects written by other
+        # writers after this process listed their folder.
+        reqs = [(object_key(c), _WHOLE if (verify or r is None) else r) for c, r in zip(cids, ranges)]
         blobs = self.store.get_many(reqs)
         out: list[bytes] = []
         for i, (c, blob) in enumerate(zip(cids, blobs)):

@@ -44,7 +44,7 @@ from chunkref.errors import (
     StoreError,
 )
 from chunkref.repo.objects import decode_json, encode_json
-from chunkref.storage.base import Store
+from chunkref.storage.base import OffsetRequest, Store
 
 __all__ = ["RefEntry", "RefStore", "format_time", "parse_time", "utcnow", "validate_ref_name"]
 
@@ -52,6 +52,10 @@ BRANCHES = "refs/branches/"
 TAGS = "refs/tags/"
 EXPIRY = "refs/expiry/"
 _BUCKET = 4096
+# Ref files are read with an explicit offset range: fsspec's s3fs answers a whole-file read by
+# first asking the size from its listing cache, in which a ref file created by another writer
+# after our last listing does not exist yet (the read would report it absent forever).
+_ALL = OffsetRequest(0)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -165,7 +169,9 @@ class RefStore:
                 if names:
                     seq = max(int(n[:-5]) for n in names)
                     break
-        while self.store.exists(self._seq_key(prefix, seq + 1)):
+        # Probe with full reads: object-store listings and metadata caches (s3fs keeps the
+        # last listing of a prefix) may lag, a read of the key itself may not.
+        while self.store.get(self._seq_key(prefix, seq + 1), _ALL) is not None:
             seq += 1
         if seq >= 0:
             self._known[prefix] = seq
@@ -173,7 +179,7 @@ class RefStore:
 
     def _read(self, prefix: str, seq: int) -> RefEntry:
         key = self._seq_key(prefix, seq)
-        data = self.store.get(key)
+        data = self.store.get(key, _ALL)
         if data is None:
             raise StoreError(f"ref file {key!r} disappeared (refs are never deleted)")
         return RefEntry.from_json(decode_json(data, key), key)
@@ -189,7 +195,7 @@ class RefStore:
         try:
             created = self.store.set_if_not_exists(key, data)
         except StoreError:
-            if self.store.get(key) == data:
+            if self.store.get(key, _ALL) == data:
                 created = True
             else:
                 raise
@@ -203,7 +209,7 @@ class RefStore:
             return []
         keys = [self._seq_key(prefix, s) for s in range(n + 1)]
         out = []
-        for key, data in zip(keys, self.store.get_many([(k, None) for k in keys])):
+        for key, data in zip(keys, self.store.get_many([(k, _ALL) for k in keys])):
             if data is not None:
                 out.append(RefEntry.from_json(decode_json(data, key), key))
         return out
@@ -310,7 +316,7 @@ class RefStore:
     def tag_commit(self, name: str, *, include_deleted: bool = False) -> str | None:
         """The commit of a tag (None if there is none or it was deleted)."""
         key, tomb = self._tag_keys(name)
-        data, dead = self.store.get_many([(key, None), (tomb, (0, 0))])
+        data, dead = self.store.get_many([(key, _ALL), (tomb, _ALL)])
         if data is None or (dead is not None and not include_deleted):
             return None
         doc = decode_json(data, key)
@@ -319,18 +325,18 @@ class RefStore:
     def create_tag(self, name: str, commit: str) -> None:
         """Create an immutable tag (a used or deleted name is an error)."""
         key, tomb = self._tag_keys(name)
-        if self.store.exists(tomb):
+        if self.store.get(tomb, _ALL) is not None:
             raise InvalidArgumentError(f"tag {name!r} was deleted; a deleted tag name cannot be reused")
         data = encode_json({"commit": commit, "time": format_time(utcnow()), "id": uuid.uuid4().hex})
         if not self.store.set_if_not_exists(key, data):
             raise InvalidArgumentError(f"tag {name!r} already exists (tags never move)")
-        if self.store.exists(tomb):  # deleted concurrently: the tombstone wins
+        if self.store.get(tomb, _ALL) is not None:  # deleted concurrently: the tombstone wins
             raise InvalidArgumentError(f"tag {name!r} was deleted while being created")
 
     def delete_tag(self, name: str) -> None:
         """Delete a tag for good (its name can never be used again)."""
         key, tomb = self._tag_keys(name)
-        if not self.store.exists(key) or self.store.exists(tomb):
+        if self.store.get(key, _ALL) is None or self.store.get(tomb, _ALL) is not None:
             raise RefNotFoundError(f"no tag {name!r} in the repository")
         self.store.set_if_not_exists(tomb, encode_json({"time": format_time(utcnow())}))
 
@@ -363,7 +369,7 @@ class RefStore:
         if seq < 0:
             return None
         key = self._seq_key(EXPIRY, seq)
-        doc = decode_json(self.store.get(key) or b"{}", key)
+        doc = decode_json(self.store.get(key, _ALL) or b"{}", key)
         return parse_time(doc["cutoff"]) if isinstance(doc, dict) and "cutoff" in doc else None
 
     def set_expiry(self, cutoff: datetime) -> None:
