@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from chunkref.errors import ChunkDecodeError, InvalidArgumentError, ManifestError
+from chunkref.errors import BoundsCheckError, ChunkDecodeError, InvalidArgumentError, ManifestError
 from chunkref.manifest.cid import CIDV1, RAW, encode_varint
 from chunkref.manifest.table import ABSENT, INLINE, MAX_BYTE_POSITION, NATIVE, WHOLE, ChunkRef, ChunkTable
 
@@ -809,7 +809,7 @@ class PagedChunkTable(ChunkTable):
     def take(self, flat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         flat = np.asarray(flat, dtype=np.int64).reshape(-1)
         if flat.size and (flat.min() < 0 or flat.max() >= self.nchunks):
-            raise InvalidArgumentError(f"flat chunk indices out of bounds for grid {self.grid_shape}")
+            raise BoundsCheckError(f"flat chunk indices out of bounds for grid {self.grid_shape}")
         if flat.size:
             self._ensure(flat)
         elif not self._allocated:
