@@ -364,6 +364,27 @@ def test_local_stores_do_not_read_large_holes(remote):
     assert counting.counts["keys_read"] == (1 if remote else 2)
 
 
+@pytest.mark.parametrize("gap, max_bytes", [(0, 0), (0, 600), (1 << 20, 1200), (1 << 20, 16 << 20)])
+def test_reads_correct_for_any_coalescing(gap, max_bytes):
+    from chunkref.storage import LatencyStore
+
+    counting = CountingStore(MemoryStore())
+    store = LatencyStore(counting, latency=0.0)
+    a, v = make_counted(store)
+    with config.set({"array.coalesce_max_gap_bytes": gap, "array.coalesce_max_bytes": max_bytes}):
+        b = api.open_array(store, path="x")
+        b[0, 0]
+        b[40, 40]
+        counting.reset()
+        sel = (slice(3, 29), slice(2, 31, 3))
+        np.testing.assert_array_equal(b[sel], v[sel])
+        ranges = [r for _, r in counting.batches[-1]]
+        if max_bytes == 0:
+            assert len(ranges) == 4 * 4  # every inner chunk on its own
+        else:
+            assert max(r.stop - r.start for r in ranges) <= max(max_bytes, max(1, 8 * 8 * 4 + 64))
+
+
 def test_whole_shard_read_is_one_request(counting):
     a, v = make_counted(counting)
     counting.reset()
