@@ -284,14 +284,16 @@ def test_vlen_strings_inside_shards():
 # --- request counts -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "local", "fsspec"])
+@pytest.fixture(params=["memory", "local", "fsspec-file", "fsspec-memory"])
 def counting(request, tmp_path):
     if request.param == "memory":
         inner = MemoryStore()
     elif request.param == "local":
         inner = LocalStore(tmp_path / "store")
-    else:
+    elif request.param == "fsspec-file":
         inner = FsspecStore(f"file://{tmp_path / 'fs'}")
+    else:
+        inner = FsspecStore(f"memory://sharding-tests/{tmp_path.name}")
     return CountingStore(inner)
 
 
