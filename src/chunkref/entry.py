@@ -15,11 +15,11 @@
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chunkref.errors import InvalidArgumentError, NodeNotFoundError, ScanError
+from chunkref.reference.trust import scanned_sources
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -106,15 +106,7 @@ def scan(
         manifest = scanner(url, storage_options=storage_options, **kwargs)
         if hash:
             manifest.compute_hashes(**dict(storage_options or {}))
-    # What this process just read while scanning, it may read again when the manifest is opened.
-    _SCANNED[manifest] = tuple(src.url for src in manifest.sources)
     return manifest
-
-
-#: Manifests made by :func:`scan` in this process, with the sources the scan itself read.
-#: ``open(scan(path))`` authorizes exactly those; a manifest from anywhere else (loaded from a
-#: file, built by hand, or given sources after scanning) needs ``allow=``.
-_SCANNED: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def open(  # noqa: A001 - the one entry point, like zarr.open
@@ -155,7 +147,7 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
     extra_allow: list[str] = []
     if isinstance(x, Manifest):
         manifest = x
-        extra_allow = list(_SCANNED.get(x, ()))
+        extra_allow = list(scanned_sources(x))
     elif isinstance(x, (str, os.PathLike)):
         url = os.fspath(x)
         kind = _kind_or_zarr(url, storage_options)
@@ -166,7 +158,7 @@ def open(  # noqa: A001 - the one entry point, like zarr.open
                 raise NodeNotFoundError(f"no reference file at {url!r}") from None
         elif kind in ("hdf5", "netcdf3"):
             manifest = scan(url, storage_options=storage_options, **_scan_kwargs(kwargs))
-            extra_allow = list(_SCANNED.get(manifest, ()))
+            extra_allow = list(scanned_sources(manifest))
     if manifest is None:
         return api.open(x, mode=mode or "a", path=path, storage_options=storage_options, **kwargs)
     if mode not in (None, "r"):

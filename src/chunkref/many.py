@@ -29,6 +29,7 @@ from typing import Any
 
 from chunkref.errors import CombineError, InvalidArgumentError
 from chunkref.manifest import Manifest
+from chunkref.reference.trust import record_scanned, scanned_sources
 
 __all__ = ["ScanRecord", "combine_many", "scan_many"]
 
@@ -89,7 +90,7 @@ def _batches(items: Sequence[Any], n: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def scan_many(
+def _scan_records(
     urls: Iterable[str | os.PathLike],
     *,
     client: Any = None,
@@ -97,7 +98,7 @@ def scan_many(
     max_workers: int | None = None,
     **scan_kwargs: Any,
 ) -> list[ScanRecord]:
-    """Scan many files; one :class:`ScanRecord` per file, in the order given.
+    """Run the scans where they were asked to run; records in the order given.
 
     Parameters
     ----------
@@ -144,6 +145,27 @@ def scan_many(
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         parts = list(pool.map(_scan_batch, _batches(urls, 4 * workers), [scan_kwargs] * (4 * workers)))
     return [r for part in parts for r in part]
+
+
+def scan_many(
+    urls: Iterable[str | os.PathLike],
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    max_workers: int | None = None,
+    **scan_kwargs: Any,
+) -> list[ScanRecord]:
+    """Scan many files; one :class:`ScanRecord` per file, in the order given.
+
+    Scans may run in other processes (a pool, dask workers); the sources they read count as
+    scanned by this process, so ``chunkref.open(record.manifest)`` reads them without ``allow=``
+    (see :mod:`chunkref.reference.trust`).  See :func:`_scan_records` for the parameters.
+    """
+    records = _scan_records(urls, client=client, scheduler=scheduler, max_workers=max_workers, **scan_kwargs)
+    for rec in records:
+        if rec.manifest is not None:
+            record_scanned(rec.manifest)
+    return records
 
 
 def _combine_batch(items: Sequence[Any], concat_dim: Any, kwargs: Mapping[str, Any]) -> Manifest:
@@ -201,10 +223,14 @@ def combine_many(
     level = [x.manifest if isinstance(x, ScanRecord) else x for x in items if not (isinstance(x, ScanRecord) and not x.ok)]
     if not level:
         raise CombineError("no input to combine (every scan failed)", field="scan")
+    # Batches may be combined in other processes; what this process scanned stays trusted.
+    trusted = {url for m in level if isinstance(m, Manifest) for url in scanned_sources(m)}
     while True:
         batches = [level[i : i + batch_size] for i in range(0, len(level), batch_size)]
         if len(batches) == 1:
-            return _combine_batch(batches[0], concat_dim, combine_kwargs)
+            out = _combine_batch(batches[0], concat_dim, combine_kwargs)
+            record_scanned(out, trusted)
+            return out
         if client is not None:
             futures = [client.submit(_combine_batch, b, concat_dim, combine_kwargs, pure=False) for b in batches]
             level = client.gather(futures)

@@ -14,8 +14,8 @@ from memoryviews without copying.  hashlib and blake3 release the GIL, so reads 
 different groups overlap and local throughput is bounded by the hash function, not Python.
 
 Sources are authorized as for opening (:class:`chunkref.reference.auth.SourcePolicy`): the
-manifest's own folder plus ``allow``; a manifest built in this process (no location) may read
-all its sources.
+manifest's own folder, ``allow``, and the sources this process scanned to make it
+(:mod:`chunkref.reference.trust`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from chunkref.errors import (
 )
 from chunkref.manifest.cid import BLAKE3, CIDV1, RAW, SHA2_256, cid_to_string, encode_varint
 from chunkref.manifest.manifest import Manifest
-from chunkref.manifest.sources import Source, apply_rename, is_local, is_relative, resolve_url
+from chunkref.manifest.sources import Source, apply_rename, is_local, resolve_url
 from chunkref.manifest.table import CID_WIDTH, WHOLE, ChunkTable
 from chunkref.storage.ranges import coalesce_ranges
 
@@ -112,11 +112,10 @@ class _Reader:
         storage_options: Mapping[str, Any],
     ) -> None:
         from chunkref.reference.auth import SourcePolicy
+        from chunkref.reference.trust import scanned_sources
 
         allowed = [allow] if isinstance(allow, str) else list(allow or [])
-        if manifest.location is None:
-            # Built in this process (e.g. just scanned): its sources are what the caller named.
-            allowed += [s.url for s in manifest.sources if not is_relative(s.url)]
+        allowed += scanned_sources(manifest)
         self.policy = SourcePolicy(allowed, manifest.location)
         self.manifest = manifest
         self.rename = dict(rename or {})

@@ -44,6 +44,7 @@ from chunkref.errors import ManifestError, ScanError
 from chunkref.manifest.manifest import Manifest
 from chunkref.manifest.sources import is_local, local_path, split_protocol
 from chunkref.manifest.table import ChunkTable
+from chunkref.reference.trust import record_scanned
 from chunkref.storage.ranges import coalesce_ranges, slice_groups
 
 __all__ = ["NC_DEFAULT_FILL", "scan_netcdf3"]
@@ -617,4 +618,5 @@ def scan_netcdf3(
                 pos += 1
     if stats is not None:
         stats.update({"requests": reader.requests, "header_bytes": header.header_size})
+    record_scanned(m)
     return m

@@ -28,6 +28,7 @@ from chunkref.manifest.manifest import (
     expected_grid_shape,
 )
 from chunkref.manifest.table import ChunkTable
+from chunkref.reference.trust import record_scanned
 
 __all__ = ["scan_zarr"]
 
@@ -111,6 +112,7 @@ def scan_zarr(
             m.add_array(node, docs, table)
         except ChunkrefError as exc:
             raise ScanError(f"{url}: array {node!r}: {exc}") from exc
+    record_scanned(m)
     return m
 
 

@@ -55,6 +55,7 @@ from chunkref.manifest.combine.variables import (
 from chunkref.manifest.manifest import V3_DOC, Manifest
 from chunkref.manifest.sources import is_local, location_dir, resolve_url
 from chunkref.manifest.table import ABSENT, ChunkTable
+from chunkref.reference.trust import record_scanned, scanned_sources
 from chunkref.zarr.codecs.padded import PaddedCodec
 from chunkref.zarr.grid import RectilinearGrid, RegularGrid
 
@@ -1094,15 +1095,20 @@ def combine(
         allow=((allow,) if isinstance(allow, str) else tuple(allow or ())),
         storage_options=storage_options,
     )
+    scanned: set[str] = set()
     for index, item in enumerate(manifests):
         m, label = load_input(item, storage_options)
+        scanned.update(scanned_sources(m))
         if preprocess is not None:
             m = preprocess(m)
             if not isinstance(m, Manifest):
                 raise InvalidArgumentError(f"preprocess must return a Manifest, got {type(m).__name__} for {label}")
         combiner.add(m, label, index)
         del m  # bounded memory: the input is not kept (its pieces are)
-    return combiner.finish()
+    out = combiner.finish()
+    # Sources this process scanned stay trusted in the result (see chunkref.reference.trust).
+    record_scanned(out, scanned)
+    return out
 
 
 def combine_append(

@@ -38,6 +38,7 @@ import chunkref.zarr.codecs.hdf5  # noqa: F401  (registers the chunkref.hdf5.* n
 from chunkref.errors import ScanError
 from chunkref.manifest import Manifest
 from chunkref.manifest.table import ChunkTable
+from chunkref.reference.trust import record_scanned
 from chunkref.scanners.hdf5._chunks import ChunkIndexError, contiguous_refs, list_chunks, split_contiguous
 from chunkref.scanners.hdf5._filters import Filter, FilterRefusal, pipeline_codecs, read_pipeline, v3_codec
 from chunkref.scanners.hdf5._io import OpenFile, join_relative, open_hdf5
@@ -972,4 +973,5 @@ def scan_hdf5(
     if strict and manifest.refused:
         listing = "; ".join(f"{p}: {r}" for p, r in sorted(manifest.refused.items()))
         raise ScanError(f"{url}: {len(manifest.refused)} variable(s) could not be represented: {listing}")
+    record_scanned(manifest)
     return manifest
