@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from chunkref.errors import InvalidKeyError, ShortReadError, StoreError
-from chunkref.storage._threads import run_batched
+from chunkref.storage._threads import io_workers, run_batched
 from chunkref.storage.base import (
     ByteRange,
     OffsetRequest,
@@ -46,6 +46,16 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MAX_CACHED_DIRS = 1 << 16
+
+
+def _local_read_workers() -> int:
+    """Threads for a batch of local reads.
+
+    Reads from the page cache are CPU work (syscalls and copies), so threads beyond a few per
+    core only add scheduling; a handful per core still keeps an SSD's queue busy on cold reads.
+    Measured on 2 cores, 4096 reads of 8 KiB: 32 threads 19 µs/read, 8 threads 16.6 µs/read.
+    """
+    return max(1, min(io_workers(), 4 * (os.cpu_count() or 1)))
 
 
 class LocalStore(Store):
@@ -185,7 +195,7 @@ class LocalStore(Store):
         def batch(reqs: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
             return [self._get(k, r) for k, r in reqs]
 
-        return run_batched(batch, requests)
+        return run_batched(batch, requests, workers=_local_read_workers())
 
     def _exists(self, key: str) -> bool:
         return self._getsize(key) is not None
