@@ -29,7 +29,8 @@ from chunkref.repo.tree import GroupNode, encode_node
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.create(tmp_path / "repo")
+    # Every chunk an object of its own (tiny test chunks would otherwise be inlined in pages).
+    return Repository.create(tmp_path / "repo", inline_threshold=0)
 
 
 def _write(repo: Repository, path: str, value: np.ndarray, chunks: tuple[int, ...], message: str = "w", **kw) -> str:
@@ -124,6 +125,34 @@ def test_write_commit_read_versions(repo: Repository) -> None:
     # Only the changed chunk, its page, the array node, the groups and the commit are new.
     summary = repo.change_summary(repo.commit_info(c2).changes)
     assert len(summary.objects) == 1 + 1 + 3  # chunk, page, nodes x, g, root
+
+
+def test_small_chunks_inline_in_pages(tmp_path: Path) -> None:
+    repo = Repository.create(tmp_path / "r", inline_threshold=64)
+    s = repo.writable_session()
+    g = chunkref.open_group(s.store, mode="a")
+    small = g.create_array("small", shape=(40,), chunks=(4,), dtype="i4", compressors=None)  # 16 B chunks
+    small[:] = np.arange(40)
+    big = g.create_array("big", shape=(400,), chunks=(40,), dtype="i4", compressors=None)  # 160 B chunks
+    big[:] = np.arange(400)
+    c1 = s.commit("mixed")
+    summary = repo.change_summary(repo.commit_info(c1).changes)
+    kinds = {e[0] for e in repo.readonly_session().resolve("small", np.arange(10))}
+    assert kinds == {"inline"}
+    assert {e[0] for e in repo.readonly_session().resolve("big", np.arange(10))} == {"native"}
+    assert len(summary.objects) == 10 + 2 + 3  # 10 big chunks, 2 pages, 3 nodes: no small chunk object
+    s = repo.writable_session()
+    chunkref.open_array(s.store, path="small", mode="r+")[5] = -5
+    c2 = s.commit("edit inline")
+    assert repo.diff(c1, c2).chunks["small"].tolist() == [[1]]
+    want = np.arange(40)
+    want[5] = -5
+    np.testing.assert_array_equal(_read(repo, "small"), want)
+    np.testing.assert_array_equal(_read(repo, "small", commit=c1), np.arange(40))
+    assert repo.verify().ok
+    report = repo.export("main", tmp_path / "out")
+    assert report.chunks == 20
+    np.testing.assert_array_equal(chunkref.open_array(str(tmp_path / "out"), path="small", mode="r")[:], want)
 
 
 def test_identical_bytes_stored_once(repo: Repository) -> None:

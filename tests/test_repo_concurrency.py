@@ -20,7 +20,7 @@ GRID = 8  # the shared array has GRID x GRID chunks of 2 x 2
 
 
 def _setup(url: str, options: dict | None) -> None:
-    repo = Repository.create(url, storage_options=options)
+    repo = Repository.create(url, storage_options=options, inline_threshold=0)
     s = repo.writable_session()
     g = chunkref.open_group(s.store, mode="a")
     g.create_array("x", shape=(2 * GRID, 2 * GRID), chunks=(2, 2), dtype="i4", fill_value=-1)

@@ -39,7 +39,7 @@ class RepoMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="repo-sm-")
-        self.repo = Repository.create(self.dir + "/r", page_chunks=2)
+        self.repo = Repository.create(self.dir + "/r", page_chunks=2, inline_threshold=24)
         s = self.repo.writable_session()
         a = chunkref.open_group(s.store, mode="a").create_array("x", shape=SHAPE, chunks=CHUNKS, dtype="i2",
                                                                 fill_value=0)

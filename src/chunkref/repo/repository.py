@@ -30,6 +30,8 @@ from chunkref.storage.base import Store
 __all__ = ["Repository"]
 
 CONFIG_KEY = "chunkref-repo.json"
+#: Chunks of at most this many bytes are stored inside manifest pages (as Icechunk does).
+DEFAULT_INLINE_THRESHOLD = 512
 FORMAT_NAME = "chunkref-repository"
 FORMAT_VERSION = 1
 
@@ -75,6 +77,7 @@ class Repository:
         self.config = dict(config)
         self.hash_function: str = str(self.config.get("hash_function", "sha2-256"))
         self.page_chunks: int = int(self.config.get("page_chunks", DEFAULT_REPO_PAGE_CHUNKS))
+        self.inline_threshold: int = int(self.config.get("inline_threshold", 0))
         self.allow = [allow] if isinstance(allow, str) else list(allow or [])
         self.storage_options = dict(source_options or {})
         self.verify_virtual = bool(verify_virtual)
@@ -113,6 +116,7 @@ class Repository:
         *,
         storage_options: Mapping[str, Any] | None = None,
         page_chunks: int = DEFAULT_REPO_PAGE_CHUNKS,
+        inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
         allow: Iterable[str] | None = None,
         source_options: Mapping[str, Any] | None = None,
         verify_virtual: bool = True,
@@ -128,6 +132,9 @@ class Repository:
             the repository's life.
         page_chunks
             Chunks per manifest page (a diff or commit touches whole pages).
+        inline_threshold
+            Chunks of at most this many stored bytes live inside their manifest page instead of
+            being objects of their own (no file or request per tiny chunk; 0 disables).
 
         Raises
         ------
@@ -144,6 +151,8 @@ class Repository:
             compute_cid(b"", "blake3")  # raises naming the missing package
         if not isinstance(page_chunks, int) or page_chunks < 1:
             raise InvalidArgumentError(f"page_chunks must be a positive int, got {page_chunks!r}")
+        if not isinstance(inline_threshold, int) or not 0 <= inline_threshold <= 1 << 16:
+            raise InvalidArgumentError(f"inline_threshold must be an int in [0, 65536], got {inline_threshold!r}")
         store = _open_store(url, storage_options)
         if any(True for _ in store.list_prefix("objects/")) or store.exists(CONFIG_KEY):
             raise InvalidArgumentError(f"{store!r} already holds a repository")
@@ -152,6 +161,7 @@ class Repository:
             "version": FORMAT_VERSION,
             "hash_function": hash_function,
             "page_chunks": page_chunks,
+            "inline_threshold": inline_threshold,
             "created": format_time(utcnow()),
         }
         repo = cls(store, config, allow=allow, source_options=source_options, verify_virtual=verify_virtual)

@@ -396,6 +396,10 @@ class Session:
             return out
         cache = self.repo.pages
         tables = dict(zip(want, cache.get_many(want)))
+        if len(pcids) > 64:
+            # Many rows: convert the CIDs of their whole pages at once (vectorised, cached).
+            for pc in want:
+                cache.cid_strings(pc, tables[pc])
         for i, pc, loc in zip(idx.tolist(), pcids, local.tolist()):
             if pc is None:
                 continue
@@ -951,7 +955,7 @@ def _entry_of(cache: Any, page_cid: str, t: Any, loc: int) -> Entry:
         return None
     src = int(t.source[loc])
     if src == NATIVE:
-        return ("native", cache.cid_strings(page_cid, t)[loc], int(ln))
+        return ("native", cache.cid_string(page_cid, t, loc), int(ln))
     if src == INLINE:
         return ("inline", t.inline[loc])
     cid = None

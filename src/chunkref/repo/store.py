@@ -281,16 +281,24 @@ class SessionStore(Store):
                     "in this session"
                 )
             located.append(loc)
-        blobs = [v for _, v in chunks]
+        # Chunks up to the repository's inline threshold live in the manifest page itself
+        # (no object, no request per chunk); the page's CID covers them.
+        limit = s.repo.inline_threshold
+        big = [i for i, (_, v) in enumerate(chunks) if len(v) > limit]
+        blobs = [chunks[i][1] for i in big]
         objects = s.repo.objects
         cids = objects.cids(blobs, RAW)
-        s.write_journal(cids)
-        objects.put_many(blobs, RAW, cids=cids)
+        if blobs:
+            s.write_journal(cids)
+            objects.put_many(blobs, RAW, cids=cids)
+        entry: list[tuple] = [("inline", v) for _, v in chunks]
+        for i, cid, blob in zip(big, cids, blobs):
+            entry[i] = ("native", cid, len(blob))
         by_array: dict[str, tuple[list[int], list[tuple]]] = {}
-        for (path, flat), cid, blob in zip(located, cids, blobs):
+        for (path, flat), e in zip(located, entry):
             flats, entries = by_array.setdefault(path, ([], []))
             flats.append(flat)
-            entries.append(("native", cid, len(blob)))
+            entries.append(e)
         for path, (flats, entries) in by_array.items():
             s.set_chunks(path, flats, entries)
 

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from chunkref.errors import InvalidArgumentError, ManifestError, MetadataError
-from chunkref.manifest.cid import cid_to_string
 from chunkref.manifest.manifest import DOCUMENT_NAMES, expected_grid_shape, node_kind
 from chunkref.manifest.pages import PageTable, decode_page, default_page_shape, page_grid_shape, page_region
 from chunkref.manifest.table import ABSENT, INLINE, NATIVE
@@ -220,6 +219,13 @@ class PageCache:
             out = [fresh[c] if p is None else p for c, p in zip(cids, out)]
         return out
 
+    def cid_string(self, cid: str, page: PageTable, loc: int) -> str:
+        """CID string of the native chunk at local index ``loc`` of a page."""
+        full = self._cid_strings.get(cid)
+        if full is not None:
+            return full[loc]
+        return cid_strings_of(page.cid[loc : loc + 1])[0]  # type: ignore[index]
+
     def cid_strings(self, cid: str, page: PageTable) -> list[str | None]:
         """CID strings of a page's native chunks (by local index; None elsewhere), cached."""
         hit = self._cid_strings.get(cid)
@@ -228,11 +234,36 @@ class PageCache:
         out: list[str | None] = [None] * page.nchunks
         if page.cid is not None:
             native = np.nonzero((page.source == NATIVE) & (page.length != ABSENT))[0]
-            rows = page.cid[native]
-            for i, row in zip(native.tolist(), rows):
-                out[i] = cid_to_string(row.tobytes())
+            if native.size:
+                for k, text in zip(native.tolist(), cid_strings_of(page.cid[native])):
+                    out[k] = text
         self._cid_strings.put(cid, out)
         return out
+
+
+_B32 = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", np.uint8)
+
+
+def cid_strings_of(rows: np.ndarray) -> list[str]:
+    """Multibase ``b`` strings of binary CIDs given as ``(n, width)`` uint8 rows (vectorised).
+
+    Same result as :func:`chunkref.manifest.cid.cid_to_string` per row, without a Python-level
+    base32 call per CID (``base64.b32encode`` is pure Python: ~3 us per CID).
+    """
+    n, width = rows.shape
+    if n == 0:
+        return []
+    groups = -(-width // 5)
+    padded = np.zeros((n, groups * 5), np.uint64)
+    padded[:, :width] = rows
+    g = padded.reshape(n, groups, 5)
+    value = (g[..., 0] << 32) | (g[..., 1] << 24) | (g[..., 2] << 16) | (g[..., 3] << 8) | g[..., 4]
+    shifts = np.arange(35, -1, -5, dtype=np.uint64)
+    idx = (value[..., None] >> shifts) & np.uint64(31)
+    chars = _B32[idx.reshape(n, groups * 8)]
+    nchars = (width * 8 + 4) // 5
+    text = np.ascontiguousarray(chars[:, :nchars]).tobytes().decode("ascii")
+    return ["b" + text[i * nchars : (i + 1) * nchars] for i in range(n)]
 
 
 def _page_cost(page: PageTable) -> int:
