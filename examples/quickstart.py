@@ -6,10 +6,12 @@ Run from the repository root::
 
 Steps:
 
-1. scan ``examples/data/ocean_temperature.nc`` into a reference manifest (no data copied);
-2. save the manifest as kerchunk JSON and open it again through a reference store;
+1. scan ``examples/data/ocean_temperature.nc`` into a reference manifest, with a content id
+   per chunk (no data copied);
+2. save the manifest next to a copy of the file and open it again through a reference store;
 3. check every variable against a direct HDF5 read (h5py);
-4. write a small derived Zarr array with the same engine;
+4. commit the file to a content-addressed repository as virtual references, then commit a
+   derived array on top of it, and look at the history and the diff;
 5. print a short report.
 """
 
@@ -24,7 +26,6 @@ import h5py
 import numpy as np
 
 import chunkref
-from chunkref.entry import scan
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "data" / "ocean_temperature.nc"
@@ -39,44 +40,61 @@ def main() -> None:
 
 
 def run(work: Path) -> None:
+    # 1. Scan (a manifest is Zarr metadata + one reference per chunk).
+    archive = work / "archive"
+    archive.mkdir()
+    nc = archive / SOURCE.name
+    shutil.copy(SOURCE, nc)
     t0 = time.perf_counter()
-    manifest = scan(SOURCE)
+    manifest = chunkref.scan(nc, hash=True)
     t_scan = time.perf_counter() - t0
     nchunks = sum(t.nchunks for t in manifest.tables.values())
 
-    # A manifest next to its source file may read it; anything else needs allow=[...].
-    refs = work / "ocean_temperature.json"
-    shutil.copy(SOURCE, work / SOURCE.name)
-    manifest_local = scan(work / SOURCE.name)
-    manifest_local.save(str(refs))
-    root = chunkref.open(str(refs))
+    # 2. Save it next to the data (a manifest may read the files in its own folder; anything
+    #    else needs allow=[...]) and open it like any Zarr hierarchy.
+    refs = archive / "ocean_temperature.chunkref"
+    manifest.save(str(refs))
+    root = chunkref.open(str(refs), verify=True)
 
+    # 3. Every value equals h5py's.
     checked = 0
-    with h5py.File(SOURCE, "r") as f:
+    with h5py.File(nc, "r") as f:
         for name, arr in root.arrays():
             assert np.array_equal(arr[...], f[name][...]), name
             checked += arr.size
 
-    sst = root["sst"]
-    # A derived product written with the same engine: monthly mean, as a v3 Zarr array.
-    out = chunkref.open_group(str(work / "derived.zarr"), mode="w")
-    mean = out.create_array("sst_mean", shape=sst.shape[1:], dtype="f4", chunks=(18, 36),
-                            dimension_names=("lat", "lon"), attributes={"units": "degC"})
+    # 4. Version it: import as virtual references, then add a derived product.
+    repo = chunkref.Repository.create(str(work / "repo"), allow=[str(archive) + "/"])
+    first = repo.import_manifest(manifest, path="ocean", message="Import ocean_temperature.nc")
+    session = repo.writable_session("main")
+    group = chunkref.open_group(session.store, mode="a")
+    sst = group["ocean/sst"]
     raw = sst[...]
-    # kerchunk JSON carries Zarr v2 metadata, where the CF _FillValue is the array's fill value.
-    masked = np.where(raw == sst.fill_value, np.nan, raw * sst.attrs["scale_factor"] + sst.attrs["add_offset"])
-    counts = np.isfinite(masked).sum(axis=0)
-    mean[...] = np.where(counts > 0, np.nansum(masked, axis=0) / np.maximum(counts, 1), np.nan).astype("f4")
-    chunkref.consolidate_metadata(str(work / "derived.zarr"))
+    fill = sst.attrs["_FillValue"]
+    values = np.where(raw == fill, np.nan, raw * sst.attrs["scale_factor"] + sst.attrs["add_offset"])
+    counts = np.isfinite(values).sum(axis=0)
+    mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan).astype("f4")
+    out = group.create_array("ocean/sst_mean", shape=mean.shape, dtype="f4", chunks=(18, 36),
+                             dimension_names=("lat", "lon"), attributes={"units": "degC"})
+    out[...] = mean
+    second = session.commit("Add the monthly mean")
+    diff = repo.diff(first, second)
 
     print("chunkref quickstart")
-    print(f"  scanned    {SOURCE.name}: {len(manifest.arrays())} arrays, {nchunks} chunk references in {t_scan * 1000:.1f} ms")
-    print(f"  refused    {dict(manifest.refused) or 'nothing'}")
-    print(f"  manifest   {refs.name} ({refs.stat().st_size} bytes, kerchunk JSON v1)")
-    print(f"  verified   {checked} values equal to h5py")
-    print(f"  sst        shape={sst.shape} chunks={sst.chunks} codecs={[c['name'] for c in sst.codec_pipeline.to_json()]}")
-    print(f"  derived    sst_mean: {np.nanmin(mean[...]):.2f} .. {np.nanmax(mean[...]):.2f} degC")
-    print(chunkref.open_group(str(work / "derived.zarr"), mode="r").tree())
+    print(f"  scanned   {SOURCE.name}: {len(manifest.arrays())} arrays, {nchunks} chunk references, "
+          f"content ids included, in {t_scan * 1000:.0f} ms")
+    print(f"  refused   {dict(manifest.refused) or 'nothing'}")
+    print(f"  opened    {refs.name} (native manifest) with verify=True: {checked} values equal to h5py")
+    print(f"  sst       shape={sst.shape} chunks={sst.chunks} codecs={[c['name'] for c in sst.codec_pipeline.to_json()]}")
+    print(f"  derived   sst_mean {np.nanmin(mean):.2f} .. {np.nanmax(mean):.2f} degC")
+    print("  history")
+    for commit in repo.log("main"):
+        print(f"    {commit.cid[:16]}…  {commit.message}")
+    print("  diff (import -> mean)")
+    for line in str(diff).splitlines():
+        print(f"    {line}")
+    latest = chunkref.open_group(repo.readonly_session(branch="main").store, mode="r")
+    print(latest.tree())
 
 
 if __name__ == "__main__":
