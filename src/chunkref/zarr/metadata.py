@@ -442,7 +442,7 @@ class ArrayMetadataV3(_ArrayBase):
             # the inner chunk) check it here, so a bad rectilinear grid fails at open.
             check_grid = getattr(pipeline.array_bytes_codec, "check_grid", None)
             if check_grid is not None:
-                check_grid(grid)
+                check_grid(grid, pipeline.array_array_codecs)
             return pipeline
         except (ChunkrefError, ValueError, TypeError) as e:
             raise _pipeline_error(e, _where(self.path, "zarr.json"), "codecs") from e
@@ -1114,16 +1114,25 @@ def make_array_metadata(
         grid = grid_from_chunks(shape_t, chunks)
         codecs = inner
     else:
-        shard_t = tuple(int(s) for s in shards)
-        inner_grid = grid_from_chunks(shard_t, chunks)
-        if not isinstance(inner_grid, RegularGrid):
-            raise InvalidArgumentError("inner chunks of a sharded array must be regular")
-        inner_shape = inner_grid.chunk_shape
-        if len(shard_t) != len(shape_t) or any(s % c for s, c in zip(shard_t, inner_shape)):
+        # Shards may be regular (a shape) or rectilinear (per-axis edge lengths); the inner
+        # chunks are always regular and must divide every shard edge.
+        grid = grid_from_chunks(shape_t, shards)
+        per_axis_edges = [tuple(int(e) for e in np.unique(edges)) for edges in grid.edge_lengths]
+        if isinstance(chunks, (int, np.integer)):
+            chunks = (int(chunks),) * len(shape_t)
+        if not isinstance(chunks, (tuple, list)) or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in chunks
+        ):
+            raise InvalidArgumentError(f"inner chunks of a sharded array must be a regular shape, got {chunks!r}")
+        inner_shape = tuple(int(c) for c in chunks)
+        if len(inner_shape) != len(shape_t) or any(c < 1 for c in inner_shape):
+            raise InvalidArgumentError(f"chunk shape {inner_shape} must have the array's rank and be positive")
+        bad = [(a, e) for a, edges in enumerate(per_axis_edges) for e in edges if e % inner_shape[a]]
+        if bad:
+            a, e = bad[0]
             raise InvalidArgumentError(
-                f"shard shape {shard_t} must have the array's rank and be divisible by the chunk shape {inner_shape}"
+                f"shard edge {e} along axis {a} is not divisible by the chunk length {inner_shape[a]}"
             )
-        grid = grid_from_chunks(shape_t, shard_t)
         codecs = [
             {
                 "name": "sharding_indexed",

@@ -1,0 +1,32 @@
+"""Creating sharded arrays: regular and rectilinear shard grids through create_array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import chunkref
+from chunkref.errors import InvalidArgumentError, NoChunkShapeError
+
+
+def test_rectilinear_shards_from_create_array() -> None:
+    a = chunkref.create_array(None, shape=(95, 40), chunks=(10, 8), shards=((30, 50, 20), 16), dtype="f4")
+    x = np.random.default_rng(0).random((95, 40), dtype="f4")
+    a[...] = x
+    np.testing.assert_array_equal(a[...], x)
+    np.testing.assert_array_equal(a[25:62, 7:33], x[25:62, 7:33])
+    assert a.chunks == (10, 8)
+    assert a.chunk_sizes == ((30, 50, 15), (16, 16, 8))
+    assert a.metadata.to_json()["chunk_grid"] == {
+        "name": "rectilinear",
+        "configuration": {"kind": "inline", "chunk_shapes": [[30, 50, 20], 16]},
+    }
+    with pytest.raises(NoChunkShapeError):
+        a.shards
+
+
+def test_shard_edges_must_be_multiples_of_the_chunks() -> None:
+    with pytest.raises(InvalidArgumentError, match="shard edge 35 along axis 0"):
+        chunkref.create_array(None, shape=(100,), chunks=(10,), shards=((35, 65),), dtype="i4")
+    with pytest.raises(InvalidArgumentError, match="regular shape"):
+        chunkref.create_array(None, shape=(100,), chunks=((10, 20, 70),), shards=(100,), dtype="i4")
