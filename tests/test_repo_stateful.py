@@ -152,6 +152,19 @@ class RepoMachine(RuleBasedStateMachine):
         got = chunkref.open_array(s.store, path="x", mode="r")[...]
         np.testing.assert_array_equal(got, self.values[c])
 
+    @precondition(lambda self: len(self.values) > 1)
+    @rule(data=st.data())
+    def diff_matches_model(self, data: st.DataObject) -> None:
+        reachable = sorted(self._reachable())
+        a = data.draw(st.sampled_from(reachable))
+        b = data.draw(st.sampled_from(reachable))
+        va, vb = self.values[a], self.values[b]
+        # Chunks whose values differ (equal values encode to equal bytes: equal CIDs).
+        blocks = (va != vb).reshape(SHAPE[0] // CHUNKS[0], CHUNKS[0], SHAPE[1] // CHUNKS[1], CHUNKS[1])
+        want = np.argwhere(blocks.any(axis=(1, 3))).tolist()
+        got = self.repo.diff(a, b).chunks.get("x")
+        assert (got.tolist() if got is not None else []) == want
+
     # -- invariants ----------------------------------------------------------------------------
 
     def _reachable(self) -> set[str]:

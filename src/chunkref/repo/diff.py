@@ -15,7 +15,15 @@ import numpy as np
 from chunkref.manifest.table import ABSENT
 from chunkref.repo.commits import ChangeSummary
 from chunkref.repo.session import Session, _ArrayView, _PageRows, row_changes
-from chunkref.repo.tree import ArrayNode, GroupNode, TreeReader, array_layout, page_region_of, region_flat
+from chunkref.repo.tree import (
+    ArrayNode,
+    GroupNode,
+    TreeReader,
+    array_layout,
+    page_region_of,
+    region_flat,
+    split_flat,
+)
 
 if TYPE_CHECKING:
     from chunkref.repo.repository import Repository
@@ -77,9 +85,53 @@ class Diff:
         return "\n".join(lines) if lines else "(no changes)"
 
 
+#: How far back along ``b``'s first parents the change summaries are used to find ``a``.
+_SUMMARY_WALK = 64
+
+
+def _candidates(repo: Repository, a: str, b: str) -> dict[str, np.ndarray] | None:
+    """Chunks the commits from ``a`` (exclusive) to ``b`` wrote, per array, when ``a`` is a
+    near first-parent ancestor of ``b`` (None otherwise): only those rows need comparing."""
+    out: dict[str, list[np.ndarray]] = {}
+    grids: dict[str, set[tuple[int, ...]]] = {}
+    layout: set[str] = set()
+    cur: str | None = b
+    for _ in range(_SUMMARY_WALK):
+        if cur == a:
+            break
+        if cur is None:
+            return None
+        c = repo.commit_info(cur)
+        if c.changes is None:
+            return None
+        s = repo.change_summary(c.changes)
+        for p, ch in s.chunks.items():
+            out.setdefault(p, []).append(ch.flat)
+            grids.setdefault(p, set()).add(ch.grid_shape)
+        layout.update(p for p, lay in s.metadata.items() if lay)
+        layout.update(s.added)
+        layout.update(s.removed)
+        cur = c.parent
+    else:
+        return None
+    return {
+        p: np.unique(np.concatenate(v))
+        for p, v in out.items()
+        if p not in layout and len(grids[p]) == 1
+    } | {p: None for p in layout}  # type: ignore[dict-item]
+
+
 def diff_commits(repo: Repository, a: str, b: str) -> Diff:
-    """The :class:`Diff` from commit ``a`` to commit ``b`` (any two commits)."""
+    """The :class:`Diff` from commit ``a`` to commit ``b`` (any two commits).
+
+    When ``a`` is a recent first-parent ancestor of ``b``, the change summaries in between say
+    which chunks may differ and only those rows of the changed pages are compared; otherwise
+    whole changed pages are.  Either way, equal subtrees and pages are skipped by CID.
+    """
     ca, cb = repo.commit_info(a), repo.commit_info(b)
+    cands = _candidates(repo, a, b)
+    if cands is None:
+        cands = _candidates(repo, b, a)  # the same set of chunks, seen from the other side
     ta, tb = TreeReader(repo.objects, ca.root), TreeReader(repo.objects, cb.root)
     out = Diff()
 
@@ -108,7 +160,9 @@ def diff_commits(repo: Repository, a: str, b: str) -> Diff:
                 walk(f"{path}/{name}" if path else name)
             return
         assert isinstance(na, ArrayNode) and isinstance(nb, ArrayNode)
-        coords = _array_diff(repo, a, path, na, nb)
+        if cands is not None and path not in cands:
+            return  # no commit in between wrote chunks of this array (metadata only)
+        coords = _array_diff(repo, a, path, na, nb, None if cands is None else cands.get(path))
         if coords.size:
             out.chunks[path] = coords
 
@@ -136,7 +190,9 @@ def _coords(grid: tuple[int, ...], flat: np.ndarray) -> np.ndarray:
     return np.stack(np.unravel_index(flat, grid), axis=1).astype(np.int64)
 
 
-def _array_diff(repo: Repository, a: str, path: str, na: ArrayNode, nb: ArrayNode) -> np.ndarray:
+def _array_diff(
+    repo: Repository, a: str, path: str, na: ArrayNode, nb: ArrayNode, candidates: np.ndarray | None = None
+) -> np.ndarray:
     la = array_layout(na.documents, path, na.page_shape)
     lb = array_layout(nb.documents, path, nb.page_shape)
     if la.layout_key != lb.layout_key:
@@ -152,9 +208,16 @@ def _array_diff(repo: Repository, a: str, path: str, na: ArrayNode, nb: ArrayNod
         def rows(c: str | None) -> _PageRows | None:
             return None if c is None else _PageRows(tables[c], list(tables[c].urls))
 
+        if candidates is not None:
+            cpage, clocal = split_flat(lb.grid_shape, lb.page_shape, candidates)
         for p in pages:
             region = page_region_of(lb, p)
             flat = region_flat(lb.grid_shape, region)
+            if candidates is not None:
+                locs = clocal[cpage == p]
+                changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), flat.size, locs)
+                parts.append(flat[locs[changed]])
+                continue
             changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), flat.size)
             parts.append(flat[changed])
     else:

@@ -253,6 +253,12 @@ class Repository:
             return self.commit_info(commit).cid
         if version is None:
             return self.refs.branch_tip("main")
+        if version.startswith("bagu") and len(version) > 50:
+            # A CID (commits are dag-json objects): no ref lookups needed.
+            try:
+                return self.commit_info(version).cid
+            except RefNotFoundError:
+                pass
         try:
             validate_ref_name(version)
             entry = self.refs.branch_entry(version)

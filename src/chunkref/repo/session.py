@@ -102,14 +102,19 @@ class _PageRows:
     urls: list[str]
 
 
-def row_changes(a: _PageRows | None, b: _PageRows | None, n: int) -> np.ndarray:
-    """Which of ``n`` page positions hold a different reference in ``a`` and ``b``."""
+def row_changes(a: _PageRows | None, b: _PageRows | None, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Which of ``n`` page positions (or of the positions ``rows``) differ between ``a`` and ``b``."""
+    sel = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    m = sel.size
 
     def cols(p: _PageRows | None) -> tuple[Any, ...]:
         if p is None:
-            return (np.full(n, ABSENT, np.uint64), np.zeros(n, np.int64), np.zeros(n, np.uint64), None, {}, [])
+            return (np.full(m, ABSENT, np.uint64), np.zeros(m, np.int64), np.zeros(m, np.uint64), None, {}, [])
         t = p.table
-        return (t.length, t.source.astype(np.int64), t.offset, t.cid, t.inline, p.urls)
+        if rows is None:
+            return (t.length, t.source.astype(np.int64), t.offset, t.cid, t.inline, p.urls)
+        cid = None if t.cid is None else t.cid[sel]
+        return (t.length[sel], t.source[sel].astype(np.int64), t.offset[sel], cid, t.inline, p.urls)
 
     la, sa, oa, ca, ia, ua = cols(a)
     lb, sb, ob, cb, ib, ub = cols(b)
@@ -122,8 +127,8 @@ def row_changes(a: _PageRows | None, b: _PageRows | None, n: int) -> np.ndarray:
     def keyed(src: np.ndarray, urls: list[str]) -> np.ndarray:
         if not urls:
             return src
-        m = np.fromiter((union[u] for u in urls), np.int64, len(urls))
-        return np.where(src >= 0, m[np.clip(src, 0, len(urls) - 1)], src)
+        k = np.fromiter((union[u] for u in urls), np.int64, len(urls))
+        return np.where(src >= 0, k[np.clip(src, 0, len(urls) - 1)], src)
 
     ka, kb = keyed(sa, ua), keyed(sb, ub)
     diff |= both & (ka != kb)
@@ -131,16 +136,25 @@ def row_changes(a: _PageRows | None, b: _PageRows | None, n: int) -> np.ndarray:
     diff |= carry & (oa != ob)
     if ca is not None or cb is not None:
         w = (ca if ca is not None else cb).shape[1]
-        za = ca if ca is not None else np.zeros((n, w), np.uint8)
-        zb = cb if cb is not None else np.zeros((n, w), np.uint8)
+        za = ca if ca is not None else np.zeros((m, w), np.uint8)
+        zb = cb if cb is not None else np.zeros((m, w), np.uint8)
         if za.shape[1] != zb.shape[1]:
             diff |= both
         else:
             diff |= both & (za != zb).any(axis=1)
     inl = np.nonzero(both & (ka == INLINE))[0]
-    for i in inl.tolist():
-        if ia.get(i) != ib.get(i):
-            diff[i] = True
+    if inl.size:
+        # Equal lengths here (a length difference is already a change): compare the inline
+        # bytes of all rows at once, segment by segment.
+        pos = sel[inl].tolist()
+        a_bytes = np.frombuffer(b"".join([ia[i] for i in pos]), np.uint8)
+        b_bytes = np.frombuffer(b"".join([ib[i] for i in pos]), np.uint8)
+        lens = la[inl].astype(np.int64)
+        nonempty = lens > 0
+        if a_bytes.size and nonempty.any():
+            starts = np.concatenate(([0], np.cumsum(lens)[:-1]))[nonempty]
+            differs = np.add.reduceat((a_bytes != b_bytes).astype(np.int64), starts) > 0
+            diff[inl[nonempty][differs]] = True
     return diff
 
 
