@@ -22,7 +22,7 @@ def test_rectilinear_shards_from_create_array() -> None:
         "configuration": {"kind": "inline", "chunk_shapes": [[30, 50, 20], 16]},
     }
     with pytest.raises(NoChunkShapeError):
-        a.shards
+        _ = a.shards
 
 
 def test_shard_edges_must_be_multiples_of_the_chunks() -> None:
