@@ -164,3 +164,36 @@ def test_zarrs_fixture():
     digest = hashlib.sha256(np.ascontiguousarray(got).astype(got.dtype.newbyteorder("<")).tobytes()).hexdigest()
     assert digest == exp["sha256_le_c_order"]
     np.testing.assert_array_equal(a[2:7, 3:6], got[2:7, 3:6])
+
+
+@pytest.mark.parametrize(
+    "writer, inner, readers",
+    [
+        # zarr-python checks the inner chunk against the untransposed shard shape, so it is given
+        # a cube; the spec (and tensorstore) apply it to the transposed (9, 6, 6) shard.
+        ("zarr", [3, 3, 3], ("zarr", "tensorstore", "chunkref")),
+        ("tensorstore", [3, 3, 2], ("tensorstore", "chunkref")),
+        ("chunkref", [3, 3, 2], ("tensorstore", "chunkref")),
+        ("chunkref", [3, 3, 3], ("zarr", "tensorstore", "chunkref")),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Combining a `sharding_indexed` codec")
+def test_transpose_before_sharding(tmp_path, writer, inner, readers):
+    """An array->array codec before the sharding codec: whole-shard I/O through the pipeline."""
+    meta = metadata([BYTES, ZSTD], [BYTES, CRC], "end")
+    meta["shape"] = [12, 12, 9]
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = [6, 6, 9]
+    meta["codecs"] = [{"name": "transpose", "configuration": {"order": [2, 1, 0]}}, *meta["codecs"]]
+    meta["codecs"][1]["configuration"]["chunk_shape"] = inner
+    path = tmp_path / "arr"
+    path.mkdir()
+    (path / "zarr.json").write_text(json.dumps(meta))
+    v = np.arange(12 * 12 * 9, dtype="int32").reshape(12, 12, 9)
+    write_with(writer, path, v)
+    for reader in readers:
+        np.testing.assert_array_equal(read_with(reader, path), v)
+        np.testing.assert_array_equal(read_with(reader, path, (slice(2, 11), slice(5, 7), slice(1, 8))), v[2:11, 5:7, 1:8])
+    a = api.open_array(LocalStore(path))
+    a[3:8, 1, :] = -4
+    v[3:8, 1, :] = -4
+    np.testing.assert_array_equal(read_with(readers[0], path), v)

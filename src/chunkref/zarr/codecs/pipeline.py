@@ -403,10 +403,12 @@ class CodecPipeline:
 
     @property
     def partial_codec(self) -> Codec | None:
-        """The array->bytes codec when it does partial I/O itself (``read_partial_many``) and no
-        bytes->bytes codec follows it (sharding without an outer checksum); else None."""
+        """The array->bytes codec when it does partial I/O itself (``read_partial_many``), no
+        bytes->bytes codec follows it (sharding without an outer checksum) and no array->array
+        codec precedes it (selections would have to be mapped through, e.g., a transpose);
+        else None."""
         ab = self.array_bytes_codec
-        if self.bytes_bytes_codecs or not hasattr(ab, "read_partial_many"):
+        if self.bytes_bytes_codecs or self.array_array_codecs or not hasattr(ab, "read_partial_many"):
             return None
         return ab
 

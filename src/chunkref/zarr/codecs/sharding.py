@@ -264,8 +264,11 @@ class ShardingCodec(ArrayBytesCodec):
                     state.layouts[shard_shape] = layout
         return layout
 
-    def check_grid(self, grid: ChunkGrid) -> None:
+    def check_grid(self, grid: ChunkGrid, array_array_codecs: Sequence[Codec] = ()) -> None:
         """Check that every shard of ``grid`` (regular or rectilinear) holds whole inner chunks.
+
+        ``array_array_codecs`` are the codecs before this one in the chain: a ``transpose``
+        there permutes the axes the inner chunk shape refers to.
 
         Raises
         ------
@@ -277,12 +280,21 @@ class ShardingCodec(ArrayBytesCodec):
                 f"codec 'sharding_indexed': inner chunk shape {self.chunk_shape} does not match the rank of "
                 f"the array ({grid.ndim})"
             )
-        for axis, (edges, c) in enumerate(zip(grid.edge_lengths, self.chunk_shape)):
-            bad = np.flatnonzero(np.asarray(edges) % c)
+        # Which array axis each axis of the shard (as this codec sees it) comes from: resolve a
+        # probe whose extents name the axes.
+        probe = ChunkSpec(tuple(1000 + a for a in range(grid.ndim)), np.dtype("u1"), 0)
+        for c in array_array_codecs:
+            probe = c.resolve(probe)
+        source = [n - 1000 if 1000 <= n < 1000 + grid.ndim else a for a, n in enumerate(probe.shape)]
+        edges_by_axis = grid.edge_lengths
+        for axis, c in enumerate(self.chunk_shape):
+            src = source[axis]
+            edges = np.asarray(edges_by_axis[src])
+            bad = np.flatnonzero(edges % c)
             if bad.size:
                 k = int(bad[0])
                 raise MetadataError(
-                    f"codec 'sharding_indexed': shard {k} along axis {axis} has length {int(edges[k])}, not a "
+                    f"codec 'sharding_indexed': shard {k} along axis {src} has length {int(edges[k])}, not a "
                     f"multiple of the inner chunk length {c}"
                 )
 
