@@ -58,6 +58,13 @@ def _check_history(url: str, options: dict | None, workers: int, n: int, results
         for i in range(n):
             assert (v[2 * w : 2 * w + 2, 2 * i : 2 * i + 2] == w * 100 + i).all()
     assert repo.verify().ok
+    # GC (store timestamps, journals of the losing attempts) keeps every reachable object.
+    repo.gc(timedelta(0))
+    assert repo.verify().ok
+    assert not list(repo.store.list_prefix("txn/"))
+    v2 = chunkref.open_array(Repository.open(url, storage_options=options).readonly_session().store, path="x",
+                             mode="r")[...]
+    np.testing.assert_array_equal(v, v2)
 
 
 def test_processes_commit_to_main_local(tmp_path: Path) -> None:
