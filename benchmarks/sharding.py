@@ -60,12 +60,16 @@ def dir_size(path: str) -> tuple[int, int]:
     return total, files
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+def timed(fn: Callable[[], Any], repeat: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds of ``repeat`` runs; process CPU seconds (all threads) appended to ``cpu``."""
     out = []
     for _ in range(repeat):
         t = time.perf_counter()
+        c = time.process_time()
         fn()
         out.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
     return out
 
 
@@ -217,14 +221,16 @@ def run_layout(
                 shutil.rmtree(_path)
             _eng.create_and_write(_path, vol, shard, inner)
 
-        res["write"] = timed(write, args.repeat)
+        res["write_cpu"] = []
+        res["write"] = timed(write, args.repeat, res["write_cpu"])
         res["stored"] = dir_size(path)
         arr = eng.open(path)
         got = eng.read(arr, (slice(None),) * 3)
         if not np.array_equal(got, vol):
             raise SystemExit(f"{eng.name}: full read differs from the source volume")
         del got
-        res["read_full"] = timed(lambda _e=eng, _a=arr: _e.read(_a, (slice(None),) * 3), args.repeat)
+        res["read_full_cpu"] = []
+        res["read_full"] = timed(lambda _e=eng, _a=arr: _e.read(_a, (slice(None),) * 3), args.repeat, res["read_full_cpu"])
         for sel in chunk_sels[:5]:
             eng.read(arr, sel)
         times = []
@@ -256,7 +262,9 @@ def report(layout: str, results: dict[str, dict[str, Any]], nbytes: int) -> None
     print("|---|" + "---|" * len(names) + "---:|" * (len(names) - 1))
     rows = [
         ("write s", "write", 1.0, 3),
+        ("write cpu s", "write_cpu", 1.0, 3),
         ("read_full s", "read_full", 1.0, 3),
+        ("read_full cpu s", "read_full_cpu", 1.0, 3),
         ("chunk ms", "chunk", 1e3, 3),
         ("region64 ms", "region64", 1e3, 2),
     ]
