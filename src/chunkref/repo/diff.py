@@ -210,16 +210,17 @@ def _array_diff(
 
         if candidates is not None:
             cpage, clocal = split_flat(lb.grid_shape, lb.page_shape, candidates)
-        for p in pages:
-            region = page_region_of(lb, p)
-            flat = region_flat(lb.grid_shape, region)
-            if candidates is not None:
-                locs = clocal[cpage == p]
-                changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), flat.size, locs)
-                parts.append(flat[locs[changed]])
-                continue
-            changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), flat.size)
-            parts.append(flat[changed])
+            for p in pages:
+                here = cpage == p
+                locs = clocal[here]
+                n = tables[nb.pages[p] or na.pages[p]].nchunks  # type: ignore[index]
+                changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), n, locs)
+                parts.append(candidates[here][changed])
+        else:
+            for p in pages:
+                flat = region_flat(lb.grid_shape, page_region_of(lb, p))
+                changed = row_changes(rows(na.pages[p]), rows(nb.pages[p]), flat.size)
+                parts.append(flat[changed])
     else:
         # Resized: compare b's pages with a's references gathered by chunk coords.
         s = Session(repo, a, read_only=True)

@@ -163,6 +163,8 @@ class ObjectStore:
         self.store = store
         self.hash_function = _check_hash(hash_function)
         self._json_cache = _LRU(1 << 16)
+        #: Decoded forms of JSON objects (nodes) by CID, for readers that parse them further.
+        self.decoded = _LRU(1 << 16)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"store": self.store, "hash_function": self.hash_function}
@@ -324,9 +326,12 @@ class ObjectStore:
     # -- maintenance -----------------------------------------------------------------------------
 
     def delete_many(self, cids: Iterable[str]) -> None:
+        cids = list(cids)
         keys = [object_key(c) for c in cids]
         for c in cids:
             self._json_cache.discard(c)
+            for prefix in ("", "commit:", "changes:"):
+                self.decoded.discard(prefix + c)
         if keys:
             self.store.delete_many(keys)
 

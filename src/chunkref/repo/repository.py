@@ -217,16 +217,26 @@ class Repository:
         """The commit ``cid`` (verified against its CID)."""
         if not isinstance(cid, str) or not cid.startswith("b"):
             raise RefNotFoundError(f"{cid!r} is not a commit id")
+        hit = self.objects.decoded.get("commit:" + cid)
+        if hit is not None:
+            return hit
         try:
             doc = self.objects.get_json(cid, "commit")
         except MissingObjectError as exc:
             raise RefNotFoundError(f"no commit {cid} in the repository") from exc
         except InvalidArgumentError as exc:
             raise RefNotFoundError(f"{cid!r} is not a commit id: {exc}") from exc
-        return Commit.from_json(cid, doc)
+        commit = Commit.from_json(cid, doc)
+        self.objects.decoded.put("commit:" + cid, commit)
+        return commit
 
     def change_summary(self, cid: str) -> ChangeSummary:
-        return ChangeSummary.from_json(self.objects.get_json(cid, "change summary"), cid)
+        """The change summary ``cid`` (verified; parsed once)."""
+        hit = self.objects.decoded.get("changes:" + cid)
+        if hit is None:
+            hit = ChangeSummary.from_json(self.objects.get_json(cid, "change summary"), cid)
+            self.objects.decoded.put("changes:" + cid, hit)
+        return hit
 
     # -- versions ----------------------------------------------------------------------------------
 

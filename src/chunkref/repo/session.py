@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chunkref._threads import map_batched
 from chunkref.errors import (
     ConflictError,
     InvalidArgumentError,
@@ -748,16 +749,17 @@ class Session:
             and bl.grid_shape == layout.grid_shape
             and bl.page_shape == layout.page_shape
         )
-        dirty: dict[int, list[tuple[int, Entry]]] = {}
+        dirty: dict[int, list[tuple[int, int, Entry]]] = {}
         if overlay:
             flats = np.fromiter(overlay, np.int64, len(overlay))
             entries = list(overlay.values())
             page, local = split_flat(layout.grid_shape, layout.page_shape, flats)
-            for p, loc, e in zip(page.tolist(), local.tolist(), entries):
-                dirty.setdefault(p, []).append((loc, e))
+            for p, loc, f, e in zip(page.tolist(), local.tolist(), flats.tolist(), entries):
+                dirty.setdefault(p, []).append((loc, f, e))
         known = set(view.base_pages or ())
         result: list[str | None] = []
         changed_flat: list[np.ndarray] = []
+        todo: list[tuple[int, _PageRows]] = []  # (position in result, page to encode)
         for p in range(npages):
             ups = dirty.get(p)
             if same_geometry and ups is None:
@@ -771,24 +773,37 @@ class Session:
                 new = old
             else:
                 new = _PageRows(old.table.copy(), list(old.urls))
-                for loc, e in ups:
+                for loc, _, e in ups:
                     _apply(new.table, new.urls, loc, e)
-                region = page_region_of(layout, p)
-                diff = row_changes(old, new, new.table.nchunks)
+                # Only written rows can differ: compare just those.
+                locs = np.fromiter((u[0] for u in ups), np.int64, len(ups))
+                diff = row_changes(old, new, new.table.nchunks, locs)
                 if diff.any():
-                    changed_flat.append(region_flat(layout.grid_shape, region)[diff])
+                    changed_flat.append(np.fromiter((u[1] for u in ups), np.int64, len(ups))[diff])
             if not (new.table.length != ABSENT).any():
                 result.append(None)
                 continue
-            full = tuple(slice(0, n) for n in new.table.grid_shape)
-            try:
-                data = encode_page(new.table, full, sources=new.urls, hash_function=self.repo.hash_function)
-            except InvalidArgumentError as exc:
-                raise ManifestError(f"array {path!r}: cannot encode page {p}: {exc}") from exc
-            cid = self.repo.objects.cid(data, RAW)
+            todo.append((len(result), new))
+            result.append(None)
+        # Encoding (zstd) and hashing release the GIL: do the touched pages in parallel.
+        hash_function = self.repo.hash_function
+
+        def encode(batch: list[tuple[int, _PageRows]]) -> list[bytes]:
+            out = []
+            for _, rows in batch:
+                full = tuple(slice(0, n) for n in rows.table.grid_shape)
+                try:
+                    out.append(encode_page(rows.table, full, sources=rows.urls, hash_function=hash_function))
+                except InvalidArgumentError as exc:
+                    raise ManifestError(f"array {path!r}: cannot encode a page: {exc}") from exc
+            return out
+
+        blobs = [b for part in map_batched(encode, todo) for b in part]
+        cids = self.repo.objects.cids(blobs, RAW)
+        for (i, _), data, cid in zip(todo, blobs, cids):
             if cid not in known:
                 pages_out[cid] = data
-            result.append(cid)
+            result[i] = cid
         if changed_flat:
             summary.chunks[path] = ArrayChange(layout.grid_shape, np.unique(np.concatenate(changed_flat)))
         docs = self.raw_documents(path) or {}

@@ -139,10 +139,27 @@ def _layout_key(documents: Mapping[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, default=str)
 
 
+_LAYOUTS = _LRU(1 << 12)
+
+
 def array_layout(
     documents: Mapping[str, Any], path: str, page_shape: Sequence[int] | None = None, page_chunks: int = DEFAULT_REPO_PAGE_CHUNKS
 ) -> ArrayLayout:
-    """The :class:`ArrayLayout` of an array's metadata documents."""
+    """The :class:`ArrayLayout` of an array's metadata documents (cached by content)."""
+    import json
+
+    key = json.dumps([documents, None if page_shape is None else list(page_shape), page_chunks], sort_keys=True,
+                     default=str)
+    hit = _LAYOUTS.get(key)
+    if hit is None:
+        hit = _array_layout(documents, path, page_shape, page_chunks)
+        _LAYOUTS.put(key, hit)
+    return hit
+
+
+def _array_layout(
+    documents: Mapping[str, Any], path: str, page_shape: Sequence[int] | None, page_chunks: int
+) -> ArrayLayout:
     try:
         grid = expected_grid_shape(documents, path)
         if "zarr.json" in documents:
@@ -304,7 +321,11 @@ class TreeReader:
         return found
 
     def load(self, cid: str, path: str = "") -> Node:
-        return decode_node(self.objects.get_json(cid, f"node {path or '/'!r}"), cid)
+        hit = self.objects.decoded.get(cid)
+        if hit is None:
+            hit = decode_node(self.objects.get_json(cid, f"node {path or '/'!r}"), cid)
+            self.objects.decoded.put(cid, hit)
+        return hit
 
     def walk(self, path: str = "") -> Iterator[tuple[str, str, Node]]:
         """Every ``(path, cid, node)`` at and below ``path``, parents first."""
