@@ -17,16 +17,20 @@ reads across all chunks of the call as well.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from chunkref._threads import map_batched
+from chunkref._threads import in_worker, map_batched, max_workers
 from chunkref.errors import ChunkDecodeError, ChunkNotFoundError, ChunkrefError, CodecError
 from chunkref.storage.base import Store
 from chunkref.zarr.codecs.base import ChunkSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +89,45 @@ def read_chunks(
             chunk = decode_chunk(pipeline, data, req)
             out[req.out_selection] = chunk[req.chunk_selection]
 
-    map_batched(work, list(zip(requests, blobs)), min_batch=_min_batch(requests))
+    run_dynamic(work, list(zip(requests, blobs)), _min_batch(requests))
 
 
 # A thread-pool task costs ~14 µs: give each task at least this many bytes of chunk data.
 _BATCH_BYTES = 256 << 10
+
+
+def run_dynamic(work: Callable[[list[T]], None], items: list[T], grab: int) -> None:
+    """Run ``work`` over ``items`` on the shared pool, ``grab`` items at a time, load-balanced.
+
+    Each of the pool's workers (the calling thread being one of them) takes the next ``grab``
+    items from a shared counter until none are left, so a thread that was descheduled or got
+    slower chunks simply takes fewer.  Fixed batches (two per worker, the caller taking the
+    first) left one batch running alone at the end: a quarter of a full read's wall time on
+    two cores.  Inline when the work fits in one grab, with one worker, or on a pool thread.
+    The first error (in worker order) propagates once every worker has stopped; the others stop
+    taking items as soon as one has failed.
+    """
+    n = len(items)
+    workers = min(max_workers(), -(-n // max(1, grab)))
+    if workers <= 1 or in_worker():
+        work(items)
+        return
+    counter = itertools.count()
+    failed = threading.Event()
+
+    def drain(_: list[int]) -> None:
+        while not failed.is_set():
+            # next() on an itertools.count is atomic under the GIL: each grab is taken once.
+            i = next(counter) * grab
+            if i >= n:
+                return
+            try:
+                work(items[i : i + grab])
+            except BaseException:
+                failed.set()
+                raise
+
+    map_batched(drain, list(range(workers)), max_batches=workers)
 
 
 def _min_batch(requests: Sequence[ChunkRequest]) -> int:
