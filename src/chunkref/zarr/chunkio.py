@@ -86,9 +86,13 @@ def read_chunks(
                     )
                 out[req.out_selection] = req.spec.fill_value
                 continue
-            chunk = decode_chunk(pipeline, data, req)
-            out[req.out_selection] = chunk[req.chunk_selection]
+            dest = _view(out, req.out_selection) if into else None
+            if dest is None:
+                out[req.out_selection] = decode_chunk(pipeline, data, req)[req.chunk_selection]
+            else:
+                decode_chunk_into(pipeline, data, req, dest)
 
+    into = hasattr(pipeline, "decode_into")
     run_dynamic(work, list(zip(requests, blobs)), _min_batch(requests))
 
 
@@ -145,6 +149,31 @@ def decode_chunk(pipeline: Any, data: bytes, req: ChunkRequest) -> np.ndarray:
         raise type(exc)(f"chunk {req.key!r}: {exc}") from exc
     except Exception as exc:  # codec libraries raise anything (RuntimeError, zlib.error, ...)
         raise ChunkDecodeError(f"chunk {req.key!r} could not be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def decode_chunk_into(pipeline: Any, data: bytes, req: ChunkRequest, dest: np.ndarray) -> None:
+    """Decode one stored chunk and write its ``chunk_selection`` into ``dest`` (fused where
+    the pipeline can), naming its key in any error."""
+    try:
+        pipeline.decode_into(data, req.spec, dest, req.chunk_selection)
+    except ChunkrefError as exc:
+        if req.key in str(exc):
+            raise
+        raise type(exc)(f"chunk {req.key!r}: {exc}") from exc
+    except Exception as exc:
+        raise ChunkDecodeError(f"chunk {req.key!r} could not be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _view(out: np.ndarray, selection: Any) -> np.ndarray | None:
+    """``out[selection]`` as a view when the selection is basic (ints and slices), else None.
+
+    The trailing ``...`` keeps an all-int selection a 0-d view instead of a scalar copy.
+    """
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    for s in sel:
+        if not isinstance(s, (int, np.integer, slice)):
+            return None
+    return out[(*sel, Ellipsis)]
 
 
 def is_fill(chunk: np.ndarray, fill_value: Any) -> bool:

@@ -27,7 +27,11 @@ from chunkref.config import config
 from chunkref.errors import ChunkDecodeError, ChunkrefError, CodecError, MetadataError
 from chunkref.zarr.codecs.base import BytesLike, ChunkSpec, Codec, byte_view
 from chunkref.zarr.codecs.bytes_codec import BytesCodec, RawBytesCodec
-from chunkref.zarr.codecs.numcodecs_adapter import OBJECT_CODEC_IDS, from_numcodecs_config
+from chunkref.zarr.codecs.numcodecs_adapter import (
+    OBJECT_CODEC_IDS,
+    NumcodecsBytesBytesCodec,
+    from_numcodecs_config,
+)
 from chunkref.zarr.codecs.registry import codec_from_json
 from chunkref.zarr.codecs.transpose import TransposeCodec
 
@@ -53,6 +57,7 @@ class _Plan:
     fast_dtype: np.dtype | None  # bytes-only array->bytes step: decode with np.frombuffer
     convert: bool  # fast path: stored dtype differs from the spec dtype (byte order)
     too_big: str | None  # why decoding must be refused (codec.max_decoded_bytes)
+    unshuffle: int  # > 1: bb[0] is a byte shuffle of this element size over the fast path
 
 
 def _describe(codec: Codec, index: int) -> str:
@@ -278,7 +283,19 @@ class CodecPipeline:
         if not aa and isinstance(ab, (BytesCodec, RawBytesCodec)) and nbytes is not None:
             fast_dtype = ab.stored_dtype(spec.dtype) if isinstance(ab, BytesCodec) else spec.dtype
             convert = fast_dtype != spec.dtype
-        plan = _Plan(tuple(aa), aa_specs, ab, ab_spec, bb, tuple(bounds), fast_dtype, convert, too_big)
+        unshuffle = 0
+        if (
+            fast_dtype is not None
+            and not convert
+            and fast_dtype.kind in "biufcmM"
+            and fast_dtype.itemsize > 1
+            and bb
+            and isinstance(bb[0], NumcodecsBytesBytesCodec)
+            and bb[0].codec_id == "shuffle"
+            and bb[0].config.get("elementsize") == fast_dtype.itemsize
+        ):
+            unshuffle = fast_dtype.itemsize
+        plan = _Plan(tuple(aa), aa_specs, ab, ab_spec, bb, tuple(bounds), fast_dtype, convert, too_big, unshuffle)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             self._plans.clear()
         self._plans[key] = plan
@@ -328,6 +345,39 @@ class CodecPipeline:
                 f"codec chain decoded an array of {arr.shape} {arr.dtype}, expected {spec.shape} {spec.dtype}"
             )
         return arr
+
+    def decode_into(self, data: BytesLike, spec: ChunkSpec, dest: np.ndarray, selection: Any) -> None:
+        """Write ``decode(data, spec)[selection]`` into ``dest`` (an array of that shape).
+
+        For HDF5's usual chain (``bytes``, byte ``shuffle``, a compressor) with a basic
+        ``selection`` the unshuffle is fused with the copy: each byte plane of the decompressed
+        chunk is copied straight to its place in ``dest`` by numpy (one pass, no intermediate
+        chunk, and without the GIL, which numcodecs' unshuffle holds).  Other chains decode
+        and copy.  Errors are those of :meth:`decode`.
+        """
+        plan = self._plan(spec, config.get("codec.max_decoded_bytes"))
+        k = plan.unshuffle
+        if k and dest.dtype == spec.dtype and _fusable(selection, spec.ndim, dest, k):
+            if plan.too_big is not None:
+                raise ChunkDecodeError(plan.too_big)
+            bb, bounds, ab_spec = plan.bb, plan.bb_bounds, plan.ab_spec
+            for i in range(len(bb) - 1, 0, -1):
+                max_size, exact = bounds[i]
+                data = bb[i].decode(data, ab_spec, max_size, exact)  # type: ignore[attr-defined]
+            view = byte_view(data)
+            if view.nbytes != ab_spec.size * k:
+                raise ChunkDecodeError(
+                    f"chunk holds {view.nbytes} bytes, expected {ab_spec.size * k} for {spec.shape} {plan.fast_dtype}"
+                )
+            planes = np.frombuffer(view, dtype=np.uint8).reshape((k, *spec.shape))
+            sel = (slice(None), *selection)
+            src = planes[sel]
+            if src.shape[1:] == dest.shape:
+                d8 = dest.view(np.uint8)
+                for b in range(k):
+                    d8[..., b::k] = src[b]
+                return
+        dest[...] = self.decode(data, spec)[selection]
 
     def encode(self, array: Any, spec: ChunkSpec) -> bytes:
         """Encode one chunk (``spec.shape``; converted to ``spec.dtype`` if needed) to bytes."""
@@ -477,6 +527,20 @@ class CodecPipeline:
         state = dict(self.__dict__)
         state["_plans"] = {}
         return state
+
+
+def _fusable(selection: Any, ndim: int, dest: np.ndarray, itemsize: int) -> bool:
+    """Whether a fused unshuffle can write ``chunk[selection]`` into ``dest`` byte plane by
+    byte plane: a basic selection (ints and slices) and a destination whose last axis is
+    contiguous (so its bytes can be viewed as ``uint8`` without copying)."""
+    return (
+        isinstance(selection, tuple)
+        and len(selection) == ndim
+        and dest.ndim >= 1
+        and dest.dtype.itemsize == itemsize
+        and dest.strides[-1] == itemsize
+        and all(isinstance(s, (int, np.integer, slice)) for s in selection)
+    )
 
 
 def _min_batch(spec: ChunkSpec) -> int:
