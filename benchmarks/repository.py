@@ -291,7 +291,7 @@ def main() -> None:
             a, b = side.commits[-2], side.commits[-1]
             cnt = side.diff(a, b)
             t = best(lambda side=side, a=a, b=b: side.diff(a, b), args.repeat)
-            put("diff, 10 chunks differ", side.name, f"{t * 1e3:.1f} ms ({cnt} found)")
+            put("diff, 10 chunks differ", side.name, f"{t * 1e3:.2f} ms ({cnt} found)")
             t = best(side.open_old, args.repeat)
             put("open first version + read a chunk", side.name, f"{t * 1e3:.1f} ms")
             before = du(side.root)

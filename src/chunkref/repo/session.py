@@ -371,13 +371,31 @@ class Session:
                 docs,  # type: ignore[arg-type]
                 path,
                 base_layout.page_shape if base_layout is not None else None,
-                self.repo.page_chunks,
+                self._page_target(docs, path),  # type: ignore[arg-type]
             )
             if base_layout is not None and base_layout.layout_key != cur.layout_key:
                 base_layout, base_pages = None, None  # chunk layout changed: old chunks do not apply
             view = _ArrayView(path, cur, base_layout, base_pages)
         self._views[path] = view
         return view
+
+    def _page_target(self, docs: dict[str, Any], path: str) -> int:
+        """Chunks per page for a new array: a quarter of the setting when its chunks are small
+        enough to be inlined, so that a page (which then carries the chunk bytes) stays small
+        and rewriting or comparing one stays cheap."""
+        target = self.repo.page_chunks
+        limit = self.repo.inline_threshold
+        if limit <= 0:
+            return target
+        try:
+            from chunkref.zarr.metadata import parse_node
+
+            meta = parse_node(docs, path, validate_codecs=False)
+            shape = meta.chunk_grid.chunk_shape_at((0,) * meta.chunk_grid.ndim)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * max(1, meta.dtype.itemsize)
+        except Exception:  # noqa: BLE001 - an estimate only; odd metadata keeps the default
+            return target
+        return max(64, target // 4) if nbytes <= limit else target
 
     # -- chunk lookups ---------------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ __all__ = [
     "split_flat",
 ]
 
-#: Chunks per manifest page in repositories (a repository setting; see docs/architecture.md).
+#: Chunks per manifest page in repositories (a repository setting; a quarter of it for arrays
+#: whose chunks are small enough to be inlined; see docs/architecture.md).
 DEFAULT_REPO_PAGE_CHUNKS = 4096
 
 
