@@ -395,7 +395,7 @@ class Session:
             nbytes = int(np.prod(shape, dtype=np.int64)) * max(1, meta.dtype.itemsize)
         except Exception:  # noqa: BLE001 - an estimate only; odd metadata keeps the default
             return target
-        return max(64, target // 4) if nbytes <= limit else target
+        return max(1, target // 4) if nbytes <= limit else target
 
     # -- chunk lookups ---------------------------------------------------------------------------
 
