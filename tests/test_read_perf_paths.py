@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import h5py
@@ -17,7 +18,7 @@ import pytest
 
 import chunkref
 from chunkref.config import config
-from chunkref.errors import ChunkDecodeError
+from chunkref.errors import ChunkDecodeError, ShortReadError
 from chunkref.zarr import chunkio
 from chunkref.zarr.codecs.base import ChunkSpec
 from chunkref.zarr.codecs.pipeline import CodecPipeline
@@ -204,3 +205,113 @@ def test_engine_corrupt_chunk_names_the_chunk(tmp_path):
     arr = chunkref.open(manifest)["v"]
     with pytest.raises(ChunkDecodeError, match=r"v/c/0/0/0"):
         arr[...]
+
+
+# --- ReferenceStore: local pread path ------------------------------------------------------------
+
+
+def _raw_manifest(tmp_path, blob, chunk, name="data.bin"):
+    """An int32 1-d array whose chunks are consecutive ``chunk``-byte slices of ``blob``."""
+    from chunkref.manifest import ChunkTable, Manifest
+
+    path = tmp_path / name
+    path.write_bytes(blob)
+    n = len(blob) // chunk
+    m = Manifest(location=str(tmp_path / "refs.json"))
+    src = m.add_source(str(path))
+    t = ChunkTable.empty((n,))
+    t.set_refs(np.arange(n), src, np.arange(n) * chunk, chunk)
+    doc = {
+        "zarr_format": 3, "node_type": "array", "shape": [n * chunk // 4], "data_type": "int32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk // 4]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {},
+    }
+    m.add_array("a", {"zarr.json": doc}, t)
+    return m, path
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_local_batched_parallel_reads_are_exact(tmp_path, concurrency):
+    from chunkref.reference import ReferenceStore
+
+    blob = np.random.default_rng(2).integers(0, 256, 96 * 65536, dtype=np.uint8).tobytes()  # 6 MiB
+    m, _ = _raw_manifest(tmp_path, blob, 65536)
+    s = ReferenceStore(m)
+    order = np.random.default_rng(3).permutation(96).tolist()
+    with config.set({"io.concurrency": concurrency}):
+        got = s.get_many([(f"a/c/{i}", None) for i in order])
+    assert got == [blob[i * 65536 : (i + 1) * 65536] for i in order]
+    arr = chunkref.open(m)["a"]
+    np.testing.assert_array_equal(arr[...], np.frombuffer(blob, "<i4"))
+
+
+def test_local_whole_source_refs_and_ranges(tmp_path):
+    from chunkref.manifest.table import WHOLE
+    from chunkref.reference import ReferenceStore
+    from chunkref.storage.base import OffsetRequest, RangeRequest, SuffixRequest
+
+    blob = bytes(range(256)) * 2
+    m, _ = _raw_manifest(tmp_path, blob, 64)
+    m.tables["a"].set_ref((1,), 0, 0, int(WHOLE))
+    s = ReferenceStore(m)
+    assert s.get("a/c/1") == blob
+    assert s.get("a/c/1", RangeRequest(10, 20)) == blob[10:20]
+    assert s.get("a/c/1", OffsetRequest(500)) == blob[500:]
+    assert s.get("a/c/1", SuffixRequest(5)) == blob[-5:]
+    assert s.get("a/c/1", SuffixRequest(5000)) == blob
+    with pytest.raises(ShortReadError, match=r"a/c/1.*data\.bin"):
+        s.get("a/c/1", OffsetRequest(513))
+    with pytest.raises(ShortReadError, match=r"a/c/1.*data\.bin"):
+        s.get("a/c/1", RangeRequest(500, 600))
+
+
+def test_local_source_truncated_during_use_is_a_short_read(tmp_path):
+    from chunkref.reference import ReferenceStore
+
+    blob = bytes(8 * 1024 * 1024)
+    m, path = _raw_manifest(tmp_path, blob, 1 << 20)
+    s = ReferenceStore(m)
+    assert s.get("a/c/7") == blob[-(1 << 20):]
+    with open(path, "r+b") as f:
+        f.truncate(7 * (1 << 20) + 100)
+    with config.set({"io.concurrency": 4}):
+        with pytest.raises(ShortReadError, match=r"a/c/7.*array 'a'.*data\.bin"):
+            s.get_many([(f"a/c/{i}", None) for i in range(8)])
+    with pytest.raises(ShortReadError):
+        chunkref.open(m)["a"][...]
+
+
+def test_local_source_not_a_regular_file(tmp_path):
+    from chunkref.errors import SourceUnavailableError
+    from chunkref.reference import ReferenceStore
+
+    m, path = _raw_manifest(tmp_path, bytes(256), 64)
+    s = ReferenceStore(m)
+    path.unlink()
+    with pytest.raises(SourceUnavailableError, match=r"a/c/0.*does not exist"):
+        s.get("a/c/0")
+    path.mkdir()
+    with pytest.raises(SourceUnavailableError, match=r"a/c/0.*data\.bin"):
+        s.get("a/c/0")
+    path.rmdir()
+    os.mkfifo(path)
+    with pytest.raises(SourceUnavailableError, match="not a regular file"):
+        s.get("a/c/0")
+
+
+def test_local_verify_detects_changed_bytes(tmp_path):
+    from chunkref.errors import HashMismatchError
+    from chunkref.manifest.cid import compute_cid
+    from chunkref.reference import ReferenceStore
+
+    blob = bytes(range(256))
+    m, path = _raw_manifest(tmp_path, blob, 64)
+    for i in range(4):
+        m.tables["a"].set_cid((i,), compute_cid(blob[i * 64 : (i + 1) * 64]))
+    s = ReferenceStore(m, verify=True)
+    assert s.get_many([(f"a/c/{i}", None) for i in range(4)]) == [blob[i * 64 : (i + 1) * 64] for i in range(4)]
+    path.write_bytes(blob[:64] + b"\x00" + blob[65:])
+    with pytest.raises(HashMismatchError, match=r"c/1.*data\.bin"):
+        s.get_many([(f"a/c/{i}", None) for i in range(4)])

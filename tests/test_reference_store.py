@@ -99,24 +99,32 @@ def test_documents_chunks_absent_inline(local):
         s.delete("g/a/c/0")
 
 
-def test_get_many_aligned_and_coalesced(local, monkeypatch):
+def test_get_many_aligned_local_one_open_per_source(local, monkeypatch):
+    import chunkref.reference.store as store_module
+
     root, path = local
     s = ReferenceStore(_manifest(path, location=str(root / "refs.json")))
-    calls = []
-    fs = s._filesystem(("file", -1))
-    orig = fs.cat_ranges
+    opens, preads = [], []
+    orig_open, orig_pread = store_module.os.open, store_module.os.pread
 
-    def counting(paths, starts, ends, **kw):
-        calls.append(len(paths))
-        return orig(paths, starts, ends, **kw)
+    def counting_open(p, *a, **kw):
+        opens.append(p)
+        return orig_open(p, *a, **kw)
 
-    monkeypatch.setattr(fs, "cat_ranges", counting)
+    def counting_pread(fd, n, off):
+        preads.append((off, n))
+        return orig_pread(fd, n, off)
+
+    monkeypatch.setattr(store_module.os, "open", counting_open)
+    monkeypatch.setattr(store_module.os, "pread", counting_pread)
     keys = [f"g/a/c/{i}" for i in (7, 0, 3, 1, 2)] + ["g/a/zarr.json", "g/a/c/100"]
     out = s.get_many([(k, None) for k in keys])
     assert out[:5] == [_expected(i) for i in (7, 0, 3, 1, 2)]
     assert out[5] is not None and out[6] is None
-    # adjacent chunks of one source: one merged range, one call
-    assert calls == [2]  # [0..3] contiguous and [7]; 4..6 not requested leaves a hole
+    # local files: the source opened once, one exact pread per chunk (merging neighbours would
+    # only add a copy; remote sources merge, see test_http_batched_read)
+    assert len(opens) == 1
+    assert sorted(preads) == [(100 + 16 * i, 16) for i in (0, 1, 2, 3, 7)]
 
 
 def test_v2_dot_keys_and_scalar(local):

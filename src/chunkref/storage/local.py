@@ -48,7 +48,7 @@ _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MAX_CACHED_DIRS = 1 << 16
 
 
-def _local_read_workers() -> int:
+def local_read_workers() -> int:
     """Threads for a batch of local reads.
 
     Reads from the page cache are CPU work (syscalls and copies), so threads beyond a few per
@@ -195,7 +195,7 @@ class LocalStore(Store):
         def batch(reqs: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
             return [self._get(k, r) for k, r in reqs]
 
-        return run_batched(batch, requests, workers=_local_read_workers())
+        return run_batched(batch, requests, workers=local_read_workers())
 
     def _exists(self, key: str) -> bool:
         return self._getsize(key) is not None
