@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-sort", action="store_true", help="keep the given order instead of sorting by coordinate")
     p.add_argument("--batch-size", type=int, default=0, metavar="N",
                    help="tree-reduce in batches of N inputs (default: one pass)")
-    p.add_argument("--format", default=None, help="output format (default: kerchunk for .json, else native)")
+    p.add_argument("--format", choices=("native", "kerchunk", "parquet"), default=None,
+                   help="output format (default: from the name: kerchunk JSON for .json, parquet for .parquet, "
+                        "else chunkref's native directory, which can hold any combined result)")
     p.add_argument("--allow", action="append", default=[], metavar="PREFIX",
                    help="source prefix the inputs may reference (repeatable)")
     p.set_defaults(func=run)
@@ -38,6 +40,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from chunkref.errors import InvalidArgumentError
     from chunkref.manifest.combine import combine
+    from chunkref.manifest.manifest import manifest_format
     from chunkref.many import combine_many
 
     coords = {}
@@ -64,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         m = combine_many(args.inputs, concat, batch_size=args.batch_size, **kwargs)
     else:
         m = combine(args.inputs, concat, **kwargs)
-    fmt = args.format or ("kerchunk" if args.output.lower().endswith(".json") else "native")
+    fmt = args.format or manifest_format(args.output)
+    if fmt == "kerchunk":
+        _check_kerchunk(m, args.output)
     m.save(args.output, format=fmt)
     shapes = {p: m.nodes[p]["zarr.json"]["shape"] for p in m.arrays() if "zarr.json" in m.nodes[p]}
     print(f"combined {len(args.inputs)} inputs into {args.output}: "
@@ -74,3 +79,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"refused {p}: {why}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_kerchunk(m: Any, output: str) -> None:
+    """Refuse, before writing anything, a result kerchunk JSON cannot express (files of different
+    lengths give rectilinear grids, partial chunks stored padded give ``chunkref.padded``), naming
+    the array and pointing to the native format, which holds any combined result."""
+    from chunkref.errors import ManifestError
+    from chunkref.manifest.kerchunk import v3_to_v2_documents
+
+    for path in m.arrays():
+        docs = m.nodes[path]
+        if "zarr.json" not in docs:
+            continue
+        try:
+            v3_to_v2_documents(path, docs)
+        except ManifestError as exc:
+            stem = re.sub(r"\.json$", "", output, flags=re.IGNORECASE) or output
+            raise ManifestError(
+                f"{output}: kerchunk JSON cannot express the combined array {path!r} ({exc}); write chunkref's "
+                f"native format instead: an output name not ending in .json (e.g. -o {stem}) or --format native"
+            ) from exc

@@ -27,6 +27,7 @@ in different units are rebased exactly (:mod:`.times`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from chunkref.errors import ChunkrefError, CodecError, CombineError, InvalidArgumentError
+from chunkref.manifest.combine.blocks import AxisEdges, Columns, Growable, Pieces
 from chunkref.manifest.combine.times import (
     RebaseError,
     TimeUnits,
@@ -54,7 +56,7 @@ from chunkref.manifest.combine.variables import (
 )
 from chunkref.manifest.manifest import V3_DOC, Manifest
 from chunkref.manifest.sources import is_local, location_dir, resolve_url
-from chunkref.manifest.table import ABSENT, ChunkTable
+from chunkref.manifest.table import ABSENT, INLINE, ChunkTable
 from chunkref.reference.trust import record_scanned, scanned_sources
 from chunkref.zarr.codecs.padded import PaddedCodec
 from chunkref.zarr.grid import RectilinearGrid, RegularGrid
@@ -110,36 +112,87 @@ def _auto_value(text: str) -> Any:
     return text
 
 
-# --- pieces and variables -------------------------------------------------------------------
+# --- what is kept per input -----------------------------------------------------------------
 
 
-@dataclass
-class _Piece:
+@dataclass(eq=False)
+class _Part:
+    """An input array in full, for comparing or reading it: the one being added, or a kept
+    :class:`_Piece` rebuilt from the first input's metadata and its own edges (transient)."""
+
     label: str
-    info: VarInfo
+    shape: tuple[int, ...]
+    nbytes: int
     table: ChunkTable
     allow: tuple[str, ...]
-    values: np.ndarray | None = None  # raw values (own units), when read
-    units: TimeUnits | None = None  # effective CF time units, for time-like variables
+    doc: dict[str, Any] | None  # None: rebuilt from the variable's first input when read
+    values: np.ndarray | None = None
+    units: TimeUnits | None = None
+    info: VarInfo | None = None  # the input's own metadata (only for the input being added)
+    piece: int | None = None  # index of the kept piece this was rebuilt from (values are cached on it)
+    edges: tuple[list[np.ndarray], list[np.ndarray]] | None = None  # declared, stored (rebuilt parts)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Var:
     path: str
-    ref: VarInfo
+    ref: VarInfo  # the first input's array: the only full metadata kept per variable
     ref_label: str
+    ref_input: int
     concat: tuple[str, ...]  # the concatenation dims this variable has, in output axis order
     identical: bool = False  # copied from the first input unchecked (identical_dims)
-    pieces: dict[tuple, _Piece] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     dropped_attrs: set[str] = field(default_factory=set)
     time_like: bool = False
     coord_of: str | None = None  # the concat dim whose coordinate this variable is
     bounds_of: str | None = None  # the variable whose bounds this is (inherits its time units)
+    ref_units: TimeUnits | None = None  # time units of the first input's array
+    pieces: Pieces = field(init=False)  # by key ids along `concat`
+    cols: Columns = field(init=False)
+    edges: list[AxisEdges] = field(init=False)  # per concat dim
+    axes: dict[str, int] = field(init=False)
 
-    @property
-    def axes(self) -> dict[str, int]:
-        return {d: self.ref.dims.index(d) for d in self.concat}
+    def __post_init__(self) -> None:
+        self.pieces = Pieces(len(self.concat))
+        self.cols = Columns(self.path)
+        self.edges = [AxisEdges() for _ in self.concat]
+        self.axes = {d: self.ref.dims.index(d) for d in self.concat}
+
+    def piece_grid(self, kk: tuple[int, ...]) -> tuple[int, ...]:
+        """Chunk-grid shape of the piece at key ids ``kk``."""
+        g = list(self.ref.grid.grid_shape)
+        for j, k in enumerate(self.concat):
+            g[self.axes[k]] = self.edges[j].count_of(kk[j])
+        return tuple(g)
+
+
+class _DimKeys:
+    """The keys (positions) seen along one concatenation dimension, numbered in order of first
+    appearance, with the extent every variable must have there."""
+
+    __slots__ = ("ids", "values", "extent", "extent_input", "extent_path")
+
+    def __init__(self) -> None:
+        self.ids: dict[Any, int] = {}
+        self.values: list[Any] = []
+        self.extent = Growable(np.int64, fill=-1)
+        self.extent_input = Growable(np.int64, fill=-1)
+        self.extent_path: list[str] = []
+
+    def id_of(self, key: Any) -> int:
+        kid = self.ids.get(key)
+        if kid is None:
+            kid = self.ids[key] = len(self.values)
+            self.values.append(key)
+            self.extent.resize(kid + 1)
+            self.extent_input.resize(kid + 1)
+            self.extent_path.append("")
+        return kid
+
+
+# Input allowance modes (see _Combiner._allow_of): the input's own sources / only ``allow=``.
+_OWN_SOURCES = None
+_ONLY_ALLOW = ""
 
 
 class _Combiner:
@@ -175,20 +228,27 @@ class _Combiner:
         self.vars: dict[str, _Var] = {}
         self.dropped: set[str] = set()
         self.dim_new: dict[str, bool] = {}
-        self.keys: dict[str, dict[Any, str]] = {k: {} for k in concat_dims}  # key -> first label
-        self.key_order: dict[str, list[Any]] = {k: [] for k in concat_dims}
+        self.dims: dict[str, _DimKeys] = {k: _DimKeys() for k in concat_dims}
         self.descending: dict[str, bool] = {}
         self.coord_units: dict[str, TimeUnits | None] = {}
-        self.extent: dict[tuple[str, Any], tuple[int, str]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
         self.group_dropped: dict[str, set[str]] = {}
         self.refused: dict[str, str] = {}
-        self.ninputs = 0
+        # Per input: its label (for messages) and which sources it may read (see _allow_of).
+        self.labels: list[str] = []
+        self.allow_modes: list[str | None] = []
+        self.units_seen: dict[TimeUnits, TimeUnits] = {}  # interned: files mostly share units
+
+    @property
+    def ninputs(self) -> int:
+        return len(self.labels)
 
     # -- per input -------------------------------------------------------------------------------
 
     def add(self, m: Manifest, label: str, index: int) -> None:
-        self.ninputs += 1
+        inp = len(self.labels)
+        self.labels.append(label)
+        self.allow_modes.append(self._allow_mode(m))
         remap = np.asarray(
             [self.out.add_source(resolve_url(s.url, m.location), s.size, s.mtime, s.etag) for s in m.sources] or [0],
             np.int64,
@@ -224,14 +284,15 @@ class _Combiner:
         coord_like = {
             p for p, i in infos.items() if _basename(p) in dims_here or p in bounds_parent or p in aux_coords
         }
-        keys, coord_values = self._keys(m, label, index, infos, allow, remap)
+        keys, coord_parts = self._keys(m, label, index, infos, allow, remap)
         for p, info in infos.items():
             if p in self.dropped:
                 continue
             if p in self.identical or _basename(p) in self.identical:
                 if p not in self.vars:
-                    self.vars[p] = _Var(p, info, label, (), identical=True, attrs=dict(info.attributes))
-                    self.vars[p].pieces[()] = _Piece(label, info, self._table(m, p, remap), allow)
+                    v = _Var(p, info, label, inp, (), identical=True, attrs=dict(info.attributes))
+                    self.vars[p] = v
+                    v.pieces.add((), inp, v.cols.append(self._table(m, p, remap), label), None)
                 continue
             new_dims = tuple(k for k in self.concat_dims if self.dim_new[k] and p not in coord_like)
             if new_dims:
@@ -239,7 +300,8 @@ class _Combiner:
             concat = tuple(k for k in self.concat_dims if k in info.dims)
             if any(keys[k] is _EMPTY for k in concat):
                 continue  # this input has no elements along a concat dim: nothing to add
-            table = self._table(m, p, remap, len(new_dims))
+            part = coord_parts.get(p)
+            table = part.table if part is not None else self._table(m, p, remap, len(new_dims))
             parent = bounds_parent.get(p)
             units_src = infos[parent].attributes if parent and "units" not in info.attributes else info.attributes
             units = None
@@ -248,12 +310,11 @@ class _Combiner:
             except RebaseError as exc:
                 if concat:
                     raise CombineError(f"{label}: variable {p!r}: {exc}", file=label, variable=p, field="units") from exc
-            piece = _Piece(label, info, table, allow, units=units)
-            if p in coord_values:
-                piece.values = coord_values[p]
+            if units is not None:
+                units = self.units_seen.setdefault(units, units)
             v = self.vars.get(p)
             if v is None:
-                v = _Var(p, info, label, concat, attrs=dict(info.attributes))
+                v = _Var(p, info, label, inp, concat, attrs=dict(info.attributes), ref_units=units)
                 v.time_like = units is not None and bool(concat)
                 coord_dim = _basename(p)
                 v.coord_of = coord_dim if coord_dim in concat and info.dims == (coord_dim,) else None
@@ -263,22 +324,29 @@ class _Combiner:
                 self._check(v, info, label, units)
                 self._merge_attrs_var(v, info, label)
             for k in concat:
-                ext = info.shape[v.axes[k]]
-                prev = self.extent.setdefault((k, keys[k]), (ext, f"{label} ({p})"))
-                if prev[0] != ext:
-                    raise CombineError(
-                        f"{label}: variable {p!r} has {ext} elements along {k!r}, but {prev[0]} in {prev[1]}, "
-                        f"which starts at the same {k} (the inputs overlap)",
-                        file=label,
-                        variable=p,
-                        field="shape",
-                    )
-            key = tuple(keys[k] for k in concat)
-            old = v.pieces.get(key)
-            if old is None:
-                v.pieces[key] = piece
-            elif not self._same(v, old, piece):
-                self._conflict(v, old, piece)
+                self._check_extent(k, keys[k], info.shape[v.axes[k]], inp, p, label)
+            kk = tuple(keys[k] for k in concat)
+            values = part.values if part is not None else None
+            old = v.pieces.find(kk)
+            if old < 0:
+                self._put_edges(v, kk, info, inp, label)
+                i = v.pieces.add(kk, inp, v.cols.append(table, label), units)
+                if values is not None:
+                    v.pieces.set_values(i, values)
+                continue
+            new = _Part(label, info.shape, _nbytes(info.shape, info), table, allow, info.doc, values, units, info)
+            old_part = self._part(v, kk, old)
+            if not self._same(v, old_part, new):
+                self._conflict(v, old_part, new)
+
+    def _allow_mode(self, m: Manifest) -> str | None:
+        """What an input may read, compactly: its own sources (no location), the folder holding it
+        (local file), or only ``allow=`` (remote file); see :meth:`_allow_for`."""
+        if m.location is None:
+            return _OWN_SOURCES
+        if is_local(m.location):
+            return location_dir(m.location)
+        return _ONLY_ALLOW
 
     def _allow_for(self, m: Manifest) -> tuple[str, ...]:
         if m.location is None:
@@ -286,6 +354,17 @@ class _Combiner:
         if is_local(m.location):
             return (location_dir(m.location),) + self.allow
         return self.allow
+
+    def _allow_of(self, input_index: int, table: ChunkTable) -> tuple[str, ...]:
+        """The allowance of a kept piece (its input is gone): as :meth:`_allow_for` gave it."""
+        mode = self.allow_modes[input_index]
+        if mode is _OWN_SOURCES:
+            # Only the sources this piece uses matter for reading it; they are the input's own.
+            used = table.source[table.present() & (table.source >= 0)]
+            return tuple(self.out.sources[int(i)].url for i in np.unique(used)) + self.allow
+        if mode == _ONLY_ALLOW:
+            return self.allow
+        return (mode,) + self.allow
 
     def _table(self, m: Manifest, path: str, remap: np.ndarray, prepend: int = 0) -> ChunkTable:
         t = m.tables[path]
@@ -301,17 +380,81 @@ class _Combiner:
             cid=t.cid,
         )
 
+    def _check_extent(self, k: str, kid: int, ext: int, inp: int, path: str, label: str) -> None:
+        dk = self.dims[k]
+        prev = dk.extent[kid]
+        if prev < 0:
+            dk.extent[kid] = ext
+            dk.extent_input[kid] = inp
+            dk.extent_path[kid] = path
+        elif prev != ext:
+            raise CombineError(
+                f"{label}: variable {path!r} has {ext} elements along {k!r}, but {prev} in "
+                f"{self.labels[dk.extent_input[kid]]} ({dk.extent_path[kid]}), which starts at the same {k} "
+                "(the inputs overlap)",
+                file=label,
+                variable=path,
+                field="shape",
+            )
+
+    def _put_edges(self, v: _Var, kk: tuple[int, ...], info: VarInfo, inp: int, label: str) -> None:
+        """Record the piece's chunk edges under its keys; pieces sharing a key along a dim (tiles
+        of one row of a mosaic) must be chunked alike along it."""
+        for j, k in enumerate(v.concat):
+            a = v.axes[k]
+            edges = v.edges[j]
+            if not edges.has(kk[j]):
+                continue
+            if not edges.matches(kk[j], info.declared[a], info.stored[a]):
+                _, stored, _, first = edges.get(kk[j])
+                raise CombineError(
+                    f"{label}: variable {v.path!r}: chunk edges along {k!r} {info.stored[a].tolist()} differ from "
+                    f"{self.labels[first]} {stored.tolist()} at the same position (tiles of one row/column must be "
+                    "chunked alike)",
+                    file=label,
+                    variable=v.path,
+                    field="chunk_grid",
+                )
+        for j, k in enumerate(v.concat):
+            if not v.edges[j].has(kk[j]):
+                a = v.axes[k]
+                v.edges[j].put(kk[j], info.declared[a], info.stored[a], info.shape[a], inp)
+
+    def _part(self, v: _Var, kk: tuple[int, ...], piece: int) -> _Part:
+        """A kept piece in full again: its table (views into the buffers), shape and allowance;
+        its metadata is the first input's with this piece's edges (they agreed when it came)."""
+        ref = v.ref
+        table = v.cols.table(v.pieces.start[piece], v.piece_grid(kk))
+        inp = v.pieces.input[piece]
+        shape = list(ref.shape)
+        edges = None
+        if v.concat:
+            declared, stored = list(ref.declared), list(ref.stored)
+            for j, k in enumerate(v.concat):
+                a = v.axes[k]
+                declared[a], stored[a], shape[a], _ = v.edges[j].get(kk[j])
+            edges = (declared, stored)
+        values = v.pieces.values_of(piece)
+        doc = ref.doc if not v.concat else None
+        return _Part(self.labels[inp], tuple(shape), _nbytes(shape, ref), table, self._allow_of(inp, table), doc,
+                     None if values is None else values.copy(), v.pieces.units[piece], piece=piece, edges=edges)
+
     def _keys(
         self, m: Manifest, label: str, index: int, infos: dict[str, VarInfo], allow: tuple[str, ...], remap: np.ndarray
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    ) -> tuple[dict[str, Any], dict[str, _Part]]:
+        """Per concat dim the key id of this input (or ``_EMPTY``), and the coordinate variables
+        read to find them (as parts, values included)."""
         keys: dict[str, Any] = {}
-        values_out: dict[str, np.ndarray] = {}
+        parts: dict[str, _Part] = {}
         for j, k in enumerate(self.concat_dims):
             cpath = _coord_path(k, infos)
             values = None
             if cpath is not None:
-                values = self._coord_values(m, label, cpath, infos, allow, remap)
-                values_out[cpath] = values
+                info = infos[cpath]
+                part = _Part(label, info.shape, _nbytes(info.shape, info), self._table(m, cpath, remap), allow, info.doc,
+                             info=info)
+                values = part.values = self._read(self.vars.get(cpath), cpath, part)
+                parts[cpath] = part
                 if values.size == 0:
                     keys[k] = _EMPTY
                     continue
@@ -327,7 +470,12 @@ class _Combiner:
             elif k in self.coords:
                 key = _spec_value(self.coords[k], m, index, label, k)
             elif values is not None:
-                key = _scalar(self._rebased(k, cpath, values, infos[cpath], label)[0])
+                info = infos[cpath]
+                try:
+                    units = parse_time_units(info.attributes.get("units"), info.attributes.get("calendar"))
+                except RebaseError as exc:
+                    raise CombineError(f"{label}: variable {cpath!r}: {exc}", file=label, variable=cpath, field="units") from exc
+                key = _scalar(self._rebased(k, cpath, values, units, info, label)[0])
             elif len(self.concat_dims) == 1:
                 key = ("#", index)
             else:
@@ -336,24 +484,13 @@ class _Combiner:
                     file=label,
                     field="coordinates",
                 )
-            if key not in self.keys[k]:
-                self.keys[k][key] = label
-                self.key_order[k].append(key)
-            keys[k] = key
-        return keys, values_out
+            keys[k] = self.dims[k].id_of(key)
+        return keys, parts
 
-    def _coord_values(
-        self, m: Manifest, label: str, path: str, infos: dict[str, VarInfo], allow: tuple[str, ...], remap: np.ndarray
+    def _rebased(
+        self, k: str, path: str, values: np.ndarray, units: TimeUnits | None, info: VarInfo, label: str
     ) -> np.ndarray:
-        piece = _Piece(label, infos[path], self._table(m, path, remap), allow)
-        return self._read(path, piece)
-
-    def _rebased(self, k: str, path: str, values: np.ndarray, info: VarInfo, label: str) -> np.ndarray:
         """The coordinate values of dim ``k`` in the first input's units (for keys and checks)."""
-        try:
-            units = parse_time_units(info.attributes.get("units"), info.attributes.get("calendar"))
-        except RebaseError as exc:
-            raise CombineError(f"{label}: variable {path!r}: {exc}", file=label, variable=path, field="units") from exc
         if k not in self.coord_units:
             self.coord_units[k] = units
         target = self.coord_units[k]
@@ -379,28 +516,57 @@ class _Combiner:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _read(self, path: str, piece: _Piece) -> np.ndarray:
-        """The stored (raw, undecoded CF) values of a piece, read through the engine."""
-        if piece.values is not None:
-            return piece.values
-        from chunkref.reference import ReferenceStore
-        from chunkref.zarr import api
+    def _read(self, v: _Var | None, path: str, part: _Part) -> np.ndarray:
+        """The stored (raw, undecoded CF) values of a part, read through the engine."""
+        if part.values is not None:
+            return part.values
+        from chunkref.zarr.array import Array
+        from chunkref.zarr.metadata import ArrayMetadataV3
 
-        tmp = Manifest()
-        tmp.set_sources(self.out.sources)
+        t = part.table
         try:
-            tmp.add_array(path, {V3_DOC: piece.info.doc}, piece.table)
-            store = ReferenceStore(tmp, allow=piece.allow, storage_options=self.storage_options)
-            values = np.asarray(api.open(store, mode="r", path=path)[...])
+            doc = part.doc
+            if doc is None:
+                assert v is not None and part.edges is not None  # rebuilt parts belong to a variable
+                declared, stored = part.edges
+                declared = [_last_edge(d, s) if len(d) else d for d, s in zip(declared, stored)]
+                doc = _array_doc(v.ref, part.shape, declared, stored, v.ref.codecs, v.ref.attributes, v.ref.dims)
+            meta = ArrayMetadataV3.from_json(doc, path)
+            array = Array(self._store_for(path, meta, t, part.allow), path, meta, read_only=True)
+            values = np.asarray(array[...])
         except ChunkrefError as exc:
             raise CombineError(
-                f"{piece.label}: variable {path!r}: values cannot be read for comparison: {exc}",
-                file=piece.label,
+                f"{part.label}: variable {path!r}: values cannot be read for comparison: {exc}",
+                file=part.label,
                 variable=path,
                 field="values",
             ) from exc
-        piece.values = values
+        part.values = values
+        if part.piece is not None and v is not None:
+            v.pieces.set_values(part.piece, values)  # kept pieces are compared again by later inputs
         return values
+
+    def _store_for(self, path: str, meta: Any, t: ChunkTable, allow: tuple[str, ...]) -> Any:
+        """A read-only store serving ``t``'s chunks under ``path`` (``meta``'s chunk keys)."""
+        from chunkref.reference import ReferenceStore
+        from chunkref.storage.memory import MemoryStore
+
+        present = t.present() & (t.source >= 0)
+        if not present.any():
+            # Inline chunks only (coordinates in kerchunk JSON): no source to authorize or read.
+            flat = np.fromiter(t.inline, np.int64, len(t.inline))
+            coords = np.stack(np.unravel_index(flat, t.grid_shape), axis=1) if flat.size else np.zeros((0, len(t.grid_shape)), np.int64)
+            keys = meta.chunk_keys(coords) if flat.size else []
+            return MemoryStore({f"{path}/{k}": t.inline[int(f)] for k, f in zip(keys, flat.tolist())}, read_only=True)
+        # A manifest of just the sources this table uses (copying all of the output's would
+        # make every read O(inputs so far)).
+        used = np.unique(t.source[present])
+        tmp = Manifest()
+        tmp.set_sources([self.out.sources[int(i)] for i in used])
+        source = t.source.copy()
+        source[present] = np.searchsorted(used, t.source[present]).astype(np.int32)
+        tmp.add_array(path, {V3_DOC: meta.to_json()}, ChunkTable(t.grid_shape, source, t.offset, t.length, inline=t.inline))
+        return ReferenceStore(tmp, allow=allow, storage_options=self.storage_options)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -432,30 +598,30 @@ class _Combiner:
                     field="chunk_grid",
                 )
 
-    def _same(self, v: _Var, old: _Piece, new: _Piece) -> bool:
+    def _same(self, v: _Var, old: _Part, new: _Part) -> bool:
         if v.coord_of is not None and old.values is not None and new.values is not None:
-            a = self._rebased(v.coord_of, v.path, old.values, old.info, old.label)
-            b = self._rebased(v.coord_of, v.path, new.values, new.info, new.label)
+            a = self._rebased(v.coord_of, v.path, old.values, old.units, v.ref, old.label)
+            b = self._rebased(v.coord_of, v.path, new.values, new.units, v.ref, new.label)
             return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-        if old.info.shape == new.info.shape and old.table == new.table:
+        if old.shape == new.shape and old.table == new.table:
             return True  # the very same references
-        if max(old.info.nbytes, new.info.nbytes) > self.compare_bytes:
+        if max(old.nbytes, new.nbytes) > self.compare_bytes:
             return False
-        a, b = self._read(v.path, old), self._read(v.path, new)
+        a, b = self._read(v, v.path, old), self._read(v, v.path, new)
         if v.time_like and old.units is not None and new.units is not None and old.units != new.units:
-            b = self._apply_rebase(b, new.units, old.units, new.info, new.label, v.path)
+            b = self._apply_rebase(b, new.units, old.units, v.ref, new.label, v.path)
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
-    def _conflict(self, v: _Var, old: _Piece, new: _Piece) -> None:
+    def _conflict(self, v: _Var, old: _Part, new: _Part) -> None:
         if self.conflicts == "first":
             return
         if self.conflicts == "drop":
             self.dropped.add(v.path)
             self.vars.pop(v.path, None)
             return
-        big = max(old.info.nbytes, new.info.nbytes) > self.compare_bytes
+        big = max(old.nbytes, new.nbytes) > self.compare_bytes
         why = (
-            f"differs from {old.label} and is too large to compare ({max(old.info.nbytes, new.info.nbytes)} bytes "
+            f"differs from {old.label} and is too large to compare ({max(old.nbytes, new.nbytes)} bytes "
             f"> compare_bytes)"
             if big
             else f"has values different from {old.label}"
@@ -522,6 +688,7 @@ class _Combiner:
         if self.ninputs == 0:
             raise InvalidArgumentError("combine needs at least one input manifest")
         order = {k: self._sorted_keys(k) for k in self.concat_dims}
+        order_ids = {k: [self.dims[k].ids[key] for key in order[k]] for k in self.concat_dims}
         out = self.out
         for g in sorted(self.groups, key=lambda s: (s.count("/"), s)):
             out.add_group(g, self.groups[g])
@@ -529,12 +696,16 @@ class _Combiner:
             v = self.vars[path]
             try:
                 if v.identical or not v.concat:
-                    piece = next(iter(v.pieces.values()))
-                    out.add_array(path, {V3_DOC: _with_attrs(piece.info.doc, v.attrs)}, piece.table)
+                    table = v.cols.table(v.pieces.start[0], v.ref.grid.grid_shape).copy()
+                    out.add_array(path, {V3_DOC: _with_attrs(v.ref.doc, v.attrs)}, table)
                 else:
-                    self._emit(v, order)
+                    self._emit(v, order_ids)
             except CodecError as exc:
                 raise CombineError(f"variable {path!r}: {exc}", variable=path, field="codecs") from exc
+            # Done with this variable: its buffers go before the next one's output is built.
+            v.pieces = Pieces(len(v.concat))
+            v.cols = Columns(path)
+            v.edges = []
         for k in self.concat_dims:
             if self.dim_new.get(k) and k not in out.nodes and order[k] and not isinstance(order[k][0], tuple):
                 self._emit_values(k, np.asarray(order[k]), (k,), {}, None)
@@ -545,7 +716,7 @@ class _Combiner:
         return out
 
     def _sorted_keys(self, k: str) -> list[Any]:
-        keys = list(self.key_order[k])
+        keys = list(self.dims[k].values)
         if not self.sort or self.positions is not None:
             return sorted(keys) if self.positions is not None else keys
         if all(isinstance(x, tuple) for x in keys):
@@ -559,118 +730,172 @@ class _Combiner:
         except TypeError as exc:
             raise CombineError(f"coordinate values of {k!r} have mixed types: {exc}", field="coordinates") from exc
 
-    def _emit(self, v: _Var, order: dict[str, list[Any]]) -> None:
+    def _emit(self, v: _Var, order: dict[str, list[int]]) -> None:
         ref = v.ref
         axes = v.axes
         key_lists = [order[k] for k in v.concat]
-        missing = [kk for kk in _product(key_lists) if kk not in v.pieces]
-        if missing and self.missing == "error":
-            first = dict(zip(v.concat, missing[0]))
+        npos = math.prod(len(x) for x in key_lists)
+        if len(v.pieces) < npos and self.missing == "error":
+            first = next(kk for kk in itertools.product(*key_lists) if v.pieces.find(kk) < 0)
+            at = {k: self.dims[k].values[kid] for k, kid in zip(v.concat, first)}
             raise CombineError(
-                f"variable {v.path!r} has no input at {first} (present in {len(v.pieces)} of "
-                f"{math.prod(len(x) for x in key_lists)} positions); pass missing='fill' to read those as the fill "
-                "value, or conflicts='drop'",
+                f"variable {v.path!r} has no input at {at} (present in {len(v.pieces)} of {npos} positions); pass "
+                "missing='fill' to read those as the fill value, or conflicts='drop'",
                 variable=v.path,
                 field="missing",
             )
-        # Per concat axis and key: the edges (checked equal between pieces sharing the key).
-        per_key: list[dict[Any, tuple[np.ndarray, np.ndarray, int, str]]] = [{} for _ in v.concat]
-        for kk, piece in v.pieces.items():
-            for j, k in enumerate(v.concat):
-                a = axes[k]
-                entry = (piece.info.declared[a], piece.info.stored[a], piece.info.shape[a], piece.label)
-                prev = per_key[j].setdefault(kk[j], entry)
-                if prev is not entry and not (
-                    np.array_equal(prev[0], entry[0]) and np.array_equal(prev[1], entry[1])
-                ):
-                    raise CombineError(
-                        f"{piece.label}: variable {v.path!r}: chunk edges along {k!r} {entry[1].tolist()} differ from "
-                        f"{prev[3]} {prev[1].tolist()} at the same position (tiles of one row/column must be chunked alike)",
-                        file=piece.label,
-                        variable=v.path,
-                        field="chunk_grid",
-                    )
         for j, k in enumerate(v.concat):
-            absent = [key for key in key_lists[j] if key not in per_key[j]]
+            absent = [kid for kid in key_lists[j] if not v.edges[j].has(kid)]
             if absent:
                 raise CombineError(
-                    f"variable {v.path!r}: no input gives its chunking at {k}={absent[0]!r}",
+                    f"variable {v.path!r}: no input gives its chunking at {k}={self.dims[k].values[absent[0]]!r}",
                     variable=v.path,
                     field="missing",
                 )
         if v.coord_of is not None or v.time_like:
-            if self._materialise(v, order, key_lists):
+            if self._materialise(v, key_lists):
                 return
         declared: list[np.ndarray] = []
         stored: list[np.ndarray] = []
         shape: list[int] = []
-        starts: list[dict[Any, int]] = []
         for a in range(ref.ndim):
             if a in axes.values():
                 j = v.concat.index(ref.dims[a])
-                dec = [per_key[j][key][0] for key in key_lists[j]]
-                sto = [per_key[j][key][1] for key in key_lists[j]]
-                shape.append(sum(per_key[j][key][2] for key in key_lists[j]))
-                counts = np.cumsum([0] + [len(d) for d in dec])
-                starts.append({key: int(c) for key, c in zip(key_lists[j], counts[:-1])})
-                d_all = np.concatenate(dec) if dec else np.zeros(0, np.int64)
-                s_all = np.concatenate(sto) if sto else np.zeros(0, np.int64)
+                d_all, s_all = v.edges[j].concatenated(key_lists[j])
+                shape.append(v.edges[j].total_extent(key_lists[j]))
             else:
                 shape.append(ref.shape[a])
-                starts.append({})
                 d_all, s_all = ref.declared[a].copy(), ref.stored[a].copy()
             if len(d_all):
                 d_all = _last_edge(d_all, s_all)
             declared.append(d_all.astype(np.int64))
             stored.append(s_all.astype(np.int64))
         grid_shape = tuple(len(d) for d in declared)
-        table = _assemble(v, grid_shape, starts, axes)
+        table = self._assemble(v, grid_shape, key_lists)
         try:
             doc = _array_doc(ref, shape, declared, stored, ref.codecs, v.attrs, ref.dims)
         except CodecError as exc:
+            some = sorted({self.labels[v.pieces.input[i]] for _, i in v.pieces.items()})[:4]
             raise CombineError(
-                f"variable {v.path!r}: {exc} (inputs chunk it differently: "
-                f"{sorted({p.label for p in v.pieces.values()})[:4]})",
+                f"variable {v.path!r}: {exc} (inputs chunk it differently: {some})",
                 variable=v.path,
                 field="chunk_grid",
             ) from exc
         self.out.add_array(v.path, {V3_DOC: doc}, table)
 
-    def _materialise(self, v: _Var, order: dict[str, list[Any]], key_lists: list[list[Any]]) -> bool:
+    def _assemble(self, v: _Var, grid_shape: tuple[int, ...], key_lists: list[list[int]]) -> ChunkTable:
+        """The output chunk table: every piece's block copied to its place in preallocated columns.
+
+        When the blocks already lie in output order (one concatenation dim with only one chunk
+        across the axes before it, pieces added in order, none missing: inputs given in time
+        order) the buffers are the output and one slice copy per column does."""
+        cols = v.cols
+        n = math.prod(grid_shape)
+        if len(v.concat) == 1 and math.prod(grid_shape[: v.axes[v.concat[0]]]) == 1 and len(v.pieces) == len(key_lists[0]):
+            kids = key_lists[0]
+            starts = v.pieces.starts_of(kids)
+            inner = math.prod(grid_shape) // max(1, grid_shape[v.axes[v.concat[0]]]) if n else 0
+            sizes = v.edges[0].count.data[np.asarray(kids, np.int64)] * inner if kids else np.zeros(0, np.int64)
+            if starts is not None and cols.size == n and np.array_equal(starts, np.cumsum(sizes) - sizes):
+                cid = None if cols.cid is None else cols.cid.view(0, n).copy()
+                return ChunkTable(
+                    grid_shape,
+                    cols.source.view(0, n).copy(),
+                    cols.offset.view(0, n).copy(),
+                    cols.length.view(0, n).copy(),
+                    inline=cols.inline,
+                    cid=cid,
+                )
+        source = np.zeros(n, np.int32)
+        offset = np.zeros(n, np.uint64)
+        length = np.full(n, ABSENT, np.uint64)
+        width = None if cols.cid is None else cols.cid.data.shape[1]
+        cid = np.zeros((n, width), np.uint8) if width else None
+        inline: dict[int, bytes] = {}
+        sv, ov, lv = (c.reshape(grid_shape) for c in (source, offset, length))
+        cv = cid.reshape(grid_shape + (width,)) if cid is not None else None
+        # Per concat dim: the first output chunk of each key id along its axis.
+        firsts: list[dict[int, int]] = []
+        for j, kids in enumerate(key_lists):
+            counts = v.edges[j].count.data[np.asarray(kids, np.int64)] if kids else np.zeros(0, np.int64)
+            firsts.append(dict(zip(kids, (np.cumsum(counts) - counts).tolist())))
+        concat_axes = [v.axes[k] for k in v.concat]
+        for kk, piece in v.pieces.items():
+            start = v.pieces.start[piece]
+            pg = v.piece_grid(kk)
+            origin = [0] * len(grid_shape)
+            for j, a in enumerate(concat_axes):
+                origin[a] = firsts[j][kk[j]]
+            sl = tuple(slice(o, o + g) for o, g in zip(origin, pg))
+            m = math.prod(pg)
+            block_source = cols.source.view(start, m)
+            sv[sl] = block_source.reshape(pg)
+            ov[sl] = cols.offset.view(start, m).reshape(pg)
+            lv[sl] = cols.length.view(start, m).reshape(pg)
+            if cv is not None:
+                cv[sl] = cols.cid.view(start, m).reshape(pg + (width,))
+            rows = np.flatnonzero(block_source == INLINE)
+            if rows.size:
+                coords = np.stack(np.unravel_index(rows, pg), axis=1) + np.asarray(origin, np.int64)
+                flat = np.ravel_multi_index(tuple(coords.T), grid_shape)
+                for r, f in zip(rows.tolist(), flat.tolist()):
+                    inline[f] = cols.inline[start + r]
+        return ChunkTable(grid_shape, source, offset, length, inline=inline, cid=cid)
+
+    def _materialise(self, v: _Var, key_lists: list[list[int]]) -> bool:
         """Concatenate the values of a coordinate / time variable (rebased); False to keep refs."""
         ref = v.ref
         if len(v.concat) != 1:
-            if v.coord_of is None:
-                return False
-        k = v.concat[0] if len(v.concat) == 1 else v.coord_of
+            return False
         target = self.coord_units.get(v.coord_of) if v.coord_of else None
         if target is None and v.time_like:
             # Bounds share their parent's units; otherwise the first input's units are the target.
             parent = self.vars.get(v.bounds_of) if v.bounds_of else None
             if parent is not None and parent.coord_of is not None:
                 target = self.coord_units.get(parent.coord_of)
-            elif parent is not None and parent.pieces:
-                target = _first_piece(parent).units
+            elif parent is not None:
+                target = parent.ref_units
             if target is None:
-                target = _first_piece(v).units
-        units = [p.units for p in v.pieces.values()]
+                target = v.ref_units
         needs_rebase = target is not None and any(
-            u is not None and (u.text.strip() != target.text.strip() or u.calendar != target.calendar) for u in units
+            u is not None and (u.text.strip() != target.text.strip() or u.calendar != target.calendar)
+            for u in set(v.pieces.units)
         )
-        total = sum(p.info.nbytes for p in v.pieces.values())
+        axis = v.axes[v.concat[0]]
+        kids = key_lists[0]
+        extents = v.edges[0].extent.data[np.asarray(kids, np.int64)] if kids else np.zeros(0, np.int64)
+        rest = math.prod(s for a, s in enumerate(ref.shape) if a != axis)
+        total = int(extents.sum()) * rest * max(1, ref.dtype.itemsize)
         if not needs_rebase and (v.coord_of is None or total > self.inline_threshold):
             return False
-        axis = v.axes[k]
-        parts = []
-        for key in key_lists[0] if len(v.concat) == 1 else order[k]:
-            piece = v.pieces[(key,)] if len(v.concat) == 1 else v.pieces[(key,)]
-            vals = self._read(v.path, piece)
-            if needs_rebase and piece.units is not None:
-                vals = self._apply_rebase(vals, piece.units, target, piece.info, piece.label, v.path)
-            parts.append((vals, piece.label))
-        values = np.concatenate([p[0] for p in parts], axis=axis) if parts else np.zeros(ref.shape, ref.dtype)
+        idx = [v.pieces.find((kid,)) for kid in kids]
+        values = v.pieces.gather_values(idx) if ref.ndim == 1 else None
+        if values is None:
+            arrays = []
+            for kid, i in zip(kids, idx):
+                vals = v.pieces.values_of(i)
+                if vals is None:
+                    part = self._part(v, (kid,), i)
+                    part.piece = None  # read once for the output: not worth keeping
+                    vals = self._read(v, v.path, part)
+                arrays.append(np.array(vals))
+            values = np.concatenate(arrays, axis=axis) if arrays else np.zeros(ref.shape, ref.dtype)
+            del arrays
+        # The values are the output now: the references and kept values can go.
+        v.cols = Columns(v.path)
+        v.pieces.drop_values()
+        ends = np.cumsum(extents)
+        if needs_rebase:
+            for j, i in enumerate(idx):
+                u = v.pieces.units[i]
+                if u is None or (u.text.strip() == target.text.strip() and u.calendar == target.calendar):
+                    continue
+                where = (slice(None),) * axis + (slice(int(ends[j] - extents[j]), int(ends[j])),)
+                label = self.labels[v.pieces.input[i]]
+                values[where] = self._apply_rebase(values[where], u, target, ref, label, v.path)
         if v.coord_of is not None:
-            _check_monotonic(v, parts, self.descending.get(k, False))
+            _check_monotonic(v, values, ends, [self.labels[v.pieces.input[i]] for i in idx],
+                             self.descending.get(v.concat[0], False))
         attrs = dict(v.attrs)
         if needs_rebase and "units" in attrs:
             attrs["units"] = target.text
@@ -730,13 +955,6 @@ class _Combiner:
 
 _MISSING = object()
 _EMPTY = ("#empty",)
-
-
-def _first_piece(v: _Var) -> _Piece:
-    """The piece of the first input that had the variable (the reference for its units)."""
-    return next(p for p in v.pieces.values() if p.label == v.ref_label) if any(
-        p.label == v.ref_label for p in v.pieces.values()
-    ) else next(iter(v.pieces.values()))
 
 
 def _sibling(path: str, name: str) -> str:
@@ -901,81 +1119,42 @@ def _last_edge(declared: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return out
 
 
+def _nbytes(shape: Sequence[int], info: VarInfo) -> int:
+    return math.prod(int(s) for s in shape) * max(1, info.dtype.itemsize)
+
+
 def _with_attrs(doc: dict, attrs: Mapping[str, Any]) -> dict:
     out = dict(doc)
     out["attributes"] = dict(attrs)
     return out
 
 
-def _product(lists: list[list[Any]]) -> list[tuple]:
-    import itertools
-
-    return list(itertools.product(*lists))
-
-
-def _assemble(v: _Var, grid_shape: tuple[int, ...], starts: list[dict[Any, int]], axes: Mapping[str, int]) -> ChunkTable:
-    """Place every piece's chunk table into the output grid (one numpy block copy per piece)."""
-    n = math.prod(grid_shape)
-    source = np.zeros(n, np.int32)
-    offset = np.zeros(n, np.uint64)
-    length = np.full(n, ABSENT, np.uint64)
-    widths = {p.table.cid.shape[1] for p in v.pieces.values() if p.table.cid is not None}
-    if len(widths) > 1:
-        raise CombineError(f"variable {v.path!r}: inputs record content ids of different widths {sorted(widths)}", variable=v.path, field="cid")
-    cid = np.zeros((n, widths.pop()), np.uint8) if widths else None
-    inline: dict[int, bytes] = {}
-    sv, ov, lv = (c.reshape(grid_shape) for c in (source, offset, length))
-    cv = cid.reshape(grid_shape + (cid.shape[1],)) if cid is not None else None
-    concat_axes = [axes[k] for k in v.concat]
-    for kk, piece in v.pieces.items():
-        pg = piece.table.grid_shape
-        origin = [0] * len(grid_shape)
-        for j, a in enumerate(concat_axes):
-            origin[a] = starts[a][kk[j]]
-        sl = tuple(slice(o, o + g) for o, g in zip(origin, pg))
-        sv[sl] = piece.table.source.reshape(pg)
-        ov[sl] = piece.table.offset.reshape(pg)
-        lv[sl] = piece.table.length.reshape(pg)
-        if cv is not None and piece.table.cid is not None:
-            cv[sl] = piece.table.cid.reshape(pg + (cid.shape[1],))
-        if piece.table.inline:
-            local = np.fromiter(piece.table.inline.keys(), np.int64, len(piece.table.inline))
-            coords = np.stack(np.unravel_index(local, pg), axis=1) + np.asarray(origin, np.int64)
-            flat = np.ravel_multi_index(tuple(coords.T), grid_shape)
-            for lf, of in zip(local.tolist(), flat.tolist()):
-                inline[of] = piece.table.inline[lf]
-    table = ChunkTable(grid_shape, source, offset, length, cid=cid)
-    for f, data in inline.items():
-        table._set_inline_flat(f, data)
-    return table
-
-
-def _check_monotonic(v: _Var, parts: list[tuple[np.ndarray, str]], descending: bool) -> None:
-    prev_last, prev_label = None, None
-    for vals, label in parts:
-        if vals.size == 0 or vals.dtype.kind not in "iuf":
-            continue
-        d = np.diff(vals)
-        bad = (d >= 0) if descending else (d <= 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise CombineError(
-                f"{label}: coordinate {v.path!r} is not strictly {'de' if descending else 'in'}creasing inside the "
-                f"file ({vals[i]!r} then {vals[i + 1]!r})",
-                file=label,
-                variable=v.path,
-                field="values",
-            )
-        first = vals.reshape(-1)[0]
-        if prev_last is not None and ((first >= prev_last) if descending else (first <= prev_last)):
-            raise CombineError(
-                f"{label}: coordinate {v.path!r} starts at {first!r}, which overlaps {prev_label} (ends at "
-                f"{prev_last!r}): the inputs overlap along {v.concat[0]!r}",
-                file=label,
-                variable=v.path,
-                field="values",
-            )
-        prev_last, prev_label = vals.reshape(-1)[-1], label
+def _check_monotonic(v: _Var, values: np.ndarray, ends: np.ndarray, labels: list[str], descending: bool) -> None:
+    """A concatenated coordinate must be strictly monotonic, inside each input and across them
+    (``ends``: the end of each input's values; ``labels``: the inputs, in the same order)."""
+    if values.ndim != 1 or values.size < 2 or values.dtype.kind not in "iuf":
+        return
+    d = np.diff(values)
+    bad = (d >= 0) if descending else (d <= 0)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])  # values[i] -> values[i + 1] is wrong
+    j = int(np.searchsorted(ends, i + 1, side="right"))  # the input holding values[i + 1]
+    if j > 0 and int(ends[j - 1]) == i + 1:
+        raise CombineError(
+            f"{labels[j]}: coordinate {v.path!r} starts at {values[i + 1]!r}, which overlaps {labels[j - 1]} (ends at "
+            f"{values[i]!r}): the inputs overlap along {v.concat[0]!r}",
+            file=labels[j],
+            variable=v.path,
+            field="values",
+        )
+    raise CombineError(
+        f"{labels[j]}: coordinate {v.path!r} is not strictly {'de' if descending else 'in'}creasing inside the "
+        f"file ({values[i]!r} then {values[i + 1]!r})",
+        file=labels[j],
+        variable=v.path,
+        field="values",
+    )
 
 
 def _prune_sources(m: Manifest) -> None:
