@@ -312,6 +312,52 @@ def test_mosaic_uneven_tiles(tmp_path):
     xr.testing.assert_equal(xr.open_dataset(m, engine="chunkref").load(), ref.load())
 
 
+def test_mosaic_missing_tile_reads_as_fill(tmp_path):
+    # A 2x3 mosaic of uneven tiles with tile (1, 2) absent: refused by default, fill with missing="fill".
+    ys_rows = [np.arange(0, 10), np.arange(10, 17)]
+    xs_cols = [np.arange(0, 6), np.arange(6, 15), np.arange(15, 18)]
+    files = {
+        (i, j): make_tile(tmp_path / f"t{i}{j}.nc", ys, xs)
+        for i, ys in enumerate(ys_rows)
+        for j, xs in enumerate(xs_cols)
+        if (i, j) != (1, 2)
+    }
+    with pytest.raises(CombineError) as ei:
+        combine(list(files.values()), ["y", "x"])
+    assert ei.value.variable == "z" and ei.value.field == "missing" and "missing='fill'" in str(ei.value)
+    m = combine(list(files.values())[::-1], ["y", "x"], missing="fill")
+    arr = entry.open(m)["z"]
+    assert arr.shape == (17, 18) and arr.chunk_sizes == ((4, 4, 2, 4, 3), (4, 2, 4, 4, 1, 3))
+    z = arr[...]
+    ys, xs = np.arange(17), np.arange(18)
+    expect = (ys[:, None] * 1000 + xs[None, :]).astype("i4")
+    expect[10:, 15:] = arr.fill_value  # the absent tile: its chunks are absent, read as the fill value
+    np.testing.assert_array_equal(z, expect)
+    t = m.tables["z"]
+    absent = ~t.present().reshape(t.grid_shape)
+    assert absent[3:, 5:].all() and absent.sum() == 2  # exactly the missing tile's chunks (2 x 1)
+    np.testing.assert_array_equal(read(m, "y"), ys)
+    np.testing.assert_array_equal(read(m, "x"), xs)
+    # netCDF4 as the oracle for each present tile, read back out of the mosaic.
+    for (i, j), f in files.items():
+        y0, x0 = (0, 10)[i], (0, 6, 15)[j]
+        tile = nc_values([f], "z")
+        np.testing.assert_array_equal(z[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]], tile)
+    # xarray's outer join of the five tiles: NaN where ours holds the fill value.
+    ref = xr.combine_by_coords([xr.open_dataset(f) for f in files.values()], join="outer")
+    ours = np.where(z == arr.fill_value, np.nan, z.astype("f8"))
+    np.testing.assert_array_equal(ours, ref["z"].values)
+
+
+def test_mosaic_tiles_of_one_row_must_be_chunked_alike(tmp_path):
+    a = make_tile(tmp_path / "a.nc", np.arange(0, 10), np.arange(0, 6), chunk=(4, 4))
+    b = make_tile(tmp_path / "b.nc", np.arange(0, 10), np.arange(6, 12), chunk=(5, 4))
+    with pytest.raises(CombineError) as ei:
+        combine([a, b], ["y", "x"])
+    assert (ei.value.file, ei.value.variable, ei.value.field) == (b, "z", "chunk_grid")
+    assert a in str(ei.value) and "'y'" in str(ei.value)
+
+
 def test_mosaic_descending_y(tmp_path):
     a = make_tile(tmp_path / "north.nc", np.arange(20, 10, -1), np.arange(5))
     b = make_tile(tmp_path / "south.nc", np.arange(10, 3, -1), np.arange(5))
