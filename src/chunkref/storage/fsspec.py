@@ -489,7 +489,10 @@ class FsspecStore(Store):
                 other.append((i, len(fetch_keys)))
                 fetch_keys.append(k)
                 if r is None:
-                    fetch_starts.append(None)
+                    # start=0, not None: with None, s3fs sizes the object from its listing
+                    # cache, so an object created by another writer after we listed its
+                    # folder would read as absent for as long as the cache lives.
+                    fetch_starts.append(0)
                     fetch_ends.append(None)
                 elif isinstance(r, OffsetRequest):
                     fetch_starts.append(r.offset)
@@ -532,8 +535,8 @@ class FsspecStore(Store):
                 kind = self._classify(res)
                 if kind == "absent":
                     continue
-                if kind == "range" and isinstance(r, OffsetRequest):
-                    confirm.append((i, b""))
+                if kind == "range" and (r is None or isinstance(r, OffsetRequest)):
+                    confirm.append((i, b""))  # an empty value answers "bytes=0-" with 416
                     continue
                 fail(f, res)
             data = bytes(res)
@@ -564,10 +567,10 @@ class FsspecStore(Store):
                             f"of a {size}-byte value, got {len(data)}"
                         )
                 else:
-                    assert isinstance(r, OffsetRequest)
-                    if r.offset != size:
+                    offset = 0 if r is None else r.offset  # type: ignore[union-attr]
+                    if offset != size:
                         raise ShortReadError(
-                            f"short read of {k!r} ({self._describe(k)}): offset {r.offset} of a {size}-byte "
+                            f"short read of {k!r} ({self._describe(k)}): offset {offset} of a {size}-byte "
                             f"value returned no bytes"
                         )
                 out[i] = data
