@@ -386,6 +386,10 @@ class FsspecStore(Store):
             return []
         paths = [self._path(k) for k in keys]
         fs = self.fs
+        # A store's values change under us (other writers): sizes must not come from a listing
+        # cached earlier, where a value created since is missing.
+        for p in paths:
+            fs.invalidate_cache(p)
 
         def info_many(ps: Sequence[str]) -> list[Any]:
             if getattr(fs, "async_impl", False):
