@@ -315,3 +315,163 @@ def test_local_verify_detects_changed_bytes(tmp_path):
     path.write_bytes(blob[:64] + b"\x00" + blob[65:])
     with pytest.raises(HashMismatchError, match=r"c/1.*data\.bin"):
         s.get_many([(f"a/c/{i}", None) for i in range(4)])
+
+
+# --- direct reads of uncompressed chunks into the output ----------------------------------------
+
+
+def test_contiguous_span_matches_numpy():
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        ndim = int(rng.integers(1, 4))
+        shape = tuple(int(x) for x in rng.integers(1, 5, ndim))
+        sel = []
+        for n in shape:
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                sel.append(int(rng.integers(0, n)))
+            elif kind == 1:
+                sel.append(slice(None))
+            else:
+                a = int(rng.integers(0, n + 1))
+                b = int(rng.integers(a, n + 1))
+                sel.append(slice(a, b, 2 if kind == 3 and rng.random() < 0.3 else None))
+        sel = tuple(sel)
+        idx = np.arange(int(np.prod(shape))).reshape(shape)[sel].ravel()
+        span = chunkio.contiguous_span(sel, shape)
+        is_run = idx.size > 0 and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size))
+        steps = any(isinstance(s, slice) and s.step not in (None, 1) for s in sel)
+        if steps:
+            assert span is None, (shape, sel)  # strided slices are never taken as runs
+        elif idx.size == 0:
+            assert span is None or span[1] == 0, (shape, sel)
+        else:
+            assert (span is not None) == is_run, (shape, sel)
+            if span is not None:
+                assert span == (int(idx[0]), idx.size), (shape, sel)
+
+
+def _h5_raw(path, split):
+    rng = np.random.default_rng(6)
+    cont = rng.random((12, 30, 40)).astype("<f4")
+    chunked = rng.integers(-1000, 1000, (9, 20, 16)).astype("<i2")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("cont", data=cont)
+        f.create_dataset("chunked", data=chunked, chunks=(4, 7, 16))
+    m = chunkref.scan(str(path), contiguous_split_bytes=split)
+    return m, {"cont": cont, "chunked": chunked}
+
+
+RAW_SELECTIONS = [
+    (...,),
+    (5,),
+    (slice(2, 7),),
+    (3, slice(4, 20)),
+    (3, 7),
+    (3, 7, slice(5, 9)),
+    (slice(1, 11), slice(0, 3), slice(None)),
+    (slice(None), 5, slice(None)),
+    (slice(None, None, -2), slice(1, 20, 3), slice(None)),
+    ([1, 4, 2], slice(None), slice(2, 6)),
+    (slice(0, 0),),
+]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("split", [0, 4800])  # whole dataset as one chunk / pieces of one plane
+def test_direct_reads_match_h5py(tmp_path, workers, split):
+    m, data = _h5_raw(tmp_path / "raw.h5", split)
+    g = chunkref.open(m)
+    calls = []
+    store = g["cont"]._store
+    orig = store.get_many_into
+
+    def counting(reqs):
+        calls.append(len(reqs))
+        return orig(reqs)
+
+    store.get_many_into = counting
+    with config.set({"threading.max_workers": workers}):
+        for name in ("cont", "chunked"):
+            arr = g[name]
+            for sel in RAW_SELECTIONS:
+                np.testing.assert_array_equal(arr[sel], data[name][sel], err_msg=f"{name} {sel}")
+    assert calls  # the direct path was taken
+
+
+def test_direct_read_checks_the_chunk_size(tmp_path):
+    m, data = _h5_raw(tmp_path / "raw.h5", 4800)
+    t = m.tables["cont"]
+    t.length[3] += 4  # a reference 4 bytes longer than a chunk of its shape
+    arr = chunkref.open(m)["cont"]
+    np.testing.assert_array_equal(arr[2], data["cont"][2])
+    for sel in [(3,), (3, 5), (...,)]:
+        with pytest.raises(ChunkDecodeError, match=r"cont/c/3/0/0.*4804 bytes, expected 4800"):
+            arr[sel]
+    t.length[3] -= 8
+    with pytest.raises(ChunkDecodeError, match=r"cont/c/3/0/0"):
+        arr[3, 0]
+
+
+def test_direct_read_absent_chunks(tmp_path):
+    m, data = _h5_raw(tmp_path / "raw.h5", 4800)
+    m.tables["cont"].set_absent((4, 0, 0))
+    arr = chunkref.open(m)["cont"]
+    got = arr[3:6]
+    np.testing.assert_array_equal(got[0], data["cont"][3])
+    assert (got[1] == arr.fill_value).all()
+    with config.set({"array.read_missing_chunks": False}):
+        with pytest.raises(chunkref.errors.ChunkNotFoundError, match=r"cont/c/4/0/0"):
+            arr[3:6]
+
+
+def test_direct_read_source_changed_is_short_read(tmp_path):
+    path = tmp_path / "raw.h5"
+    m, _ = _h5_raw(path, 4800)
+    arr = chunkref.open(m)["cont"]
+    end = int(m.tables["cont"].offset[11])
+    with open(path, "r+b") as f:
+        f.truncate(end + 10)
+    with pytest.raises(ShortReadError, match=r"cont/c/11/0/0.*raw\.h5"):
+        arr[...]
+
+
+def test_get_many_into_api(tmp_path):
+    from chunkref.errors import InvalidArgumentError
+    from chunkref.manifest.cid import compute_cid
+    from chunkref.manifest.table import WHOLE
+    from chunkref.reference import ReferenceStore
+    from chunkref.storage.base import RangeRequest
+
+    blob = bytes(range(256))
+    m, _ = _raw_manifest(tmp_path, blob, 64)
+    t = m.tables["a"]
+    t.set_inline((2,), blob[128:192])
+    t.set_absent((3,))
+    t.set_cid((0,), compute_cid(blob[:64]))
+    s = ReferenceStore(m, verify=True)
+    bufs = [np.zeros(64, np.uint8), np.zeros(16, np.uint8), np.zeros(64, np.uint8), np.zeros(64, np.uint8)]
+    got = s.get_many_into([
+        ("a/c/0", None, bufs[0], 64),  # verified: read whole, checked, copied
+        ("a/c/1", RangeRequest(8, 24), bufs[1], 64),  # local range: preadv
+        ("a/c/2", None, bufs[2], 64),  # inline
+        ("a/c/3", None, bufs[3], 64),  # absent
+    ])
+    assert got == [True, True, True, False]
+    assert bufs[0].tobytes() == blob[:64] and bufs[1].tobytes() == blob[72:88]
+    assert bufs[2].tobytes() == blob[128:192] and not bufs[3].any()
+    with pytest.raises(InvalidArgumentError, match="a/c/1"):
+        ro = np.zeros(64, np.uint8)
+        ro.flags.writeable = False
+        s.get_many_into([("a/c/1", None, ro, None)])
+    with pytest.raises(ShortReadError, match="a/c/1"):
+        s.get_many_into([("a/c/1", None, np.zeros(63, np.uint8), None)])
+    with pytest.raises(ChunkDecodeError, match="a/c/2.*64 bytes, expected 32"):
+        s.get_many_into([("a/c/2", RangeRequest(0, 8), np.zeros(8, np.uint8), 32)])
+    t.set_ref((1,), 0, 0, int(WHOLE))
+    s = ReferenceStore(m)
+    buf = np.zeros(10, np.uint8)
+    assert s.get_many_into([("a/c/1", RangeRequest(100, 110), buf, 256)]) == [True]
+    assert buf.tobytes() == blob[100:110]
+    with pytest.raises(ChunkDecodeError, match="a/c/1.*256 bytes, expected 64"):
+        s.get_many_into([("a/c/1", RangeRequest(0, 10), buf, 64)])

@@ -44,6 +44,7 @@ import numpy as np
 from chunkref.config import config
 from chunkref.errors import (
     BoundsCheckError,
+    ChunkDecodeError,
     HashMismatchError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -60,7 +61,16 @@ from chunkref.manifest.sources import apply_rename, is_local, resolve_url, split
 from chunkref.manifest.table import ABSENT, INLINE, WHOLE, ChunkTable
 from chunkref.reference.auth import Prefix, SourcePolicy, parse_prefix
 from chunkref.storage._threads import run_batched
-from chunkref.storage.base import ByteRange, OffsetRequest, RangeRequest, Store, SuffixRequest, slice_value
+from chunkref.storage.base import (
+    ByteRange,
+    OffsetRequest,
+    RangeRequest,
+    Store,
+    SuffixRequest,
+    as_range,
+    slice_value,
+    validate_key,
+)
 from chunkref.storage.fsspec import classify_error
 from chunkref.storage.local import local_read_workers
 from chunkref.storage.ranges import coalesce_ranges, slice_groups
@@ -278,6 +288,81 @@ class ReferenceStore(Store):
         return self._get_many([(key, range)])[0]
 
     def _get_many(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
+        out, fetches = self._plan_all(requests)
+        if fetches:
+            self._fetch_all(fetches, out)
+        return out
+
+    def get_many_into(self, requests: Sequence[tuple[str, ByteRange | None, Any, int | None]]) -> list[bool]:
+        """Read each ``(key, range, buffer, size)`` straight into its writable buffer.
+
+        ``buffer`` (anything exposing a writable C-contiguous buffer, e.g. a numpy view of the
+        output array) must hold exactly as many bytes as the request delivers.  ``size``, when
+        not None, is the size the whole value must have (a chunk's encoded size): a reference
+        of any other length raises :class:`~chunkref.errors.ChunkDecodeError` before any I/O,
+        so a partial read never hides a malformed chunk.  Ranges of local sources are read with
+        ``os.preadv`` (no intermediate ``bytes``); everything else (documents, inline chunks,
+        remote sources, chunks checked with ``verify``) is fetched as by :meth:`get_many` and
+        copied.
+
+        Returns
+        -------
+        list of bool
+            Per request, True when the buffer was filled, False when the key holds no value
+            (an absent chunk: the caller fills it).
+        """
+        reqs = [(validate_key(k), as_range(r)) for k, r, _, _ in requests]
+        views = [_writable_bytes(key, b) for (key, _), (_, _, b, _) in zip(reqs, requests)]
+        sizes: list[int | None] = [None] * len(reqs)
+        out, fetches = self._plan_all(reqs, sizes)
+        by_index = {f.index: f for f in fetches}
+        for i, (_, _, _, expected) in enumerate(requests):
+            if expected is None or sizes[i] is None:
+                continue  # no check asked, or absent
+            actual = sizes[i]
+            if actual == -1:  # a whole-source reference: its size is the source's
+                f = by_index[i]
+                src = self._sources[f.source]
+                actual = int(self._filesystem(src.fs_key).size(src.fs_path))
+            if actual != expected:
+                raise ChunkDecodeError(f"{reqs[i][0]!r} holds {actual} bytes, expected {expected}")
+        direct: list[_Fetch] = []
+        rest: list[_Fetch] = []
+        for f in fetches:
+            local = self._sources[f.source].fs_key[0] == "file"
+            if local and not f.verify and f.start is not None and f.start >= 0 and f.stop is not None:
+                if f.stop - f.start != views[f.index].nbytes:
+                    raise ShortReadError(
+                        f"{f.key!r} ({self._where(f)}): the request covers {f.stop - f.start} bytes, "
+                        f"its buffer {views[f.index].nbytes}"
+                    )
+                direct.append(f)
+            else:
+                rest.append(f)
+        if rest:
+            self._fetch_all(rest, out)
+        if direct:
+            self._fetch_local(direct, out, views)
+        filled = [False] * len(reqs)
+        is_direct = {f.index for f in direct}
+        for i, data in enumerate(out):
+            if i in is_direct:
+                filled[i] = True
+            elif data is not None:
+                if len(data) != views[i].nbytes:
+                    raise ShortReadError(f"{reqs[i][0]!r}: {len(data)} bytes for a buffer of {views[i].nbytes}")
+                views[i][:] = data
+                filled[i] = True
+        return filled
+
+    def _plan_all(
+        self, requests: Sequence[tuple[str, ByteRange | None]], sizes: list[int | None] | None = None
+    ) -> tuple[list[bytes | None], list[_Fetch]]:
+        """Serve what memory holds into ``out``; return it and the byte ranges to fetch.
+
+        ``sizes``, when given, receives each present value's full size (-1: a whole source,
+        size unknown without I/O; None: absent).
+        """
         out: list[bytes | None] = [None] * len(requests)
         # Pass 1: documents from memory; chunk keys decoded and grouped per array, so each
         # table is read with one batched ``take`` (paged tables load only the pages touched).
@@ -286,6 +371,8 @@ class ReferenceStore(Store):
             doc = self._docs.get(key)
             if doc is not None:
                 out[i] = slice_value(key, doc, rng)
+                if sizes is not None:
+                    sizes[i] = len(doc)
                 continue
             loc = self._locate(key)
             if loc is not None:
@@ -297,12 +384,12 @@ class ReferenceStore(Store):
             for (i, coords, flat), src, off, length in zip(items, sources.tolist(), offsets.tolist(), lengths.tolist()):
                 if length == int(ABSENT):
                     continue
+                if sizes is not None:
+                    sizes[i] = -1 if length == int(WHOLE) else length
                 f = self._plan(i, requests[i][0], requests[i][1], path, coords, flat, src, off, length, out)
                 if f is not None:
                     fetches.append(f)
-        if fetches:
-            self._fetch_all(fetches, out)
-        return out
+        return out, fetches
 
     def _plan(
         self,
@@ -410,12 +497,13 @@ class ReferenceStore(Store):
         for f, piece in zip(items, pieces):
             self._finish(f, piece, out)
 
-    def _fetch_local(self, items: list[_Fetch], out: list[bytes | None]) -> None:
+    def _fetch_local(self, items: list[_Fetch], out: list[bytes | None], into: list[memoryview] | None = None) -> None:
         """Local sources: one ``os.pread`` per request on a descriptor opened once per source.
 
         Each request's bytes arrive as their own ``bytes`` (no merged buffer to slice and copy
-        again), and large batches are read on the I/O pool (``pread`` releases the GIL; from the
-        page cache it is a memcpy, so a few threads per core suffice).
+        again), or, with ``into`` (buffers by request index), straight into the caller's buffer
+        with ``os.preadv``.  Large batches are read on the I/O pool (``pread`` releases the GIL;
+        from the page cache it is a memcpy, so a few threads per core suffice).
         """
         fds: dict[int, tuple[int, int]] = {}  # source -> (fd, size)
         try:
@@ -426,15 +514,20 @@ class ReferenceStore(Store):
             workers = local_read_workers() if total >= _LOCAL_PARALLEL_BYTES else 1
             min_batch = max(1, -(-len(items) * _LOCAL_BATCH_BYTES // max(1, total)))
 
-            def batch(fetches: Sequence[_Fetch]) -> list[bytes]:
+            def batch(fetches: Sequence[_Fetch]) -> list[bytes | None]:
+                if into is not None:
+                    for f in fetches:
+                        self._preadv(f, fds[f.source][0], into[f.index])
+                    return [None] * len(fetches)
                 return [self._pread(f, *fds[f.source]) for f in fetches]
 
             results = run_batched(batch, items, min_batch=min_batch, workers=workers)
         finally:
             for fd, _ in fds.values():
                 os.close(fd)
-        for f, data in zip(items, results):
-            self._finish(f, data, out)
+        if into is None:
+            for f, data in zip(items, results):
+                self._finish(f, data, out)
 
     def _open_local(self, f: _Fetch) -> tuple[int, int]:
         path = self._sources[f.source].fs_path
@@ -485,6 +578,24 @@ class ReferenceStore(Store):
                 f"short read of {f.key!r} ({self._where(f)}): asked for bytes [{start}, {stop}), got {len(data)}"
             )
         return data
+
+    def _preadv(self, f: _Fetch, fd: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes ``[f.start, f.stop)`` of ``fd`` (checked complete)."""
+        assert f.start is not None and f.stop is not None
+        want = f.stop - f.start
+        got = 0
+        try:
+            while got < want:
+                n = os.preadv(fd, [buf[got:]], f.start + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as exc:
+            raise self._typed_error(exc, f, 0) from exc
+        if got != want:
+            raise ShortReadError(
+                f"short read of {f.key!r} ({self._where(f)}): asked for bytes [{f.start}, {f.stop}), got {got}"
+            )
 
     def _finish(self, f: _Fetch, data: bytes | None, out: list[bytes | None]) -> None:
         assert data is not None
@@ -641,6 +752,17 @@ class ReferenceStore(Store):
 
     def _delete(self, key: str) -> None:
         raise ReadOnlyError(f"cannot delete {key!r}: a ReferenceStore is read-only")
+
+
+def _writable_bytes(key: str, buffer: Any) -> memoryview:
+    """A flat writable byte view of ``buffer`` (C-contiguous), or InvalidArgumentError."""
+    try:
+        view = memoryview(buffer)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} is not a buffer: {exc}") from exc
+    if view.readonly or not view.c_contiguous:
+        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} must be writable and C-contiguous")
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _key_encoding(docs: Mapping[str, dict], path: str) -> ChunkKeyEncoding:

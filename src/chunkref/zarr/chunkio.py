@@ -27,7 +27,7 @@ import numpy as np
 
 from chunkref._threads import in_worker, map_batched, max_workers
 from chunkref.errors import ChunkDecodeError, ChunkNotFoundError, ChunkrefError, CodecError
-from chunkref.storage.base import Store
+from chunkref.storage.base import RangeRequest, Store
 from chunkref.zarr.codecs.base import ChunkSpec
 
 T = TypeVar("T")
@@ -74,6 +74,10 @@ def read_chunks(
     if partial is not None:
         partial.read_partial_many(store, requests, out, options)
         return
+    if hasattr(store, "get_many_into") and hasattr(pipeline, "raw_dtype"):
+        requests = _read_direct(store, pipeline, requests, out, options)
+        if not requests:
+            return
     blobs = store.get_many([(r.key, None) for r in requests])
 
     def work(batch: list[tuple[ChunkRequest, bytes | None]]) -> None:
@@ -94,6 +98,87 @@ def read_chunks(
 
     into = hasattr(pipeline, "decode_into")
     run_dynamic(work, list(zip(requests, blobs)), _min_batch(requests))
+
+
+def _read_direct(
+    store: Store, pipeline: Any, requests: Sequence[ChunkRequest], out: np.ndarray, options: IOOptions
+) -> Sequence[ChunkRequest]:
+    """Read uncompressed chunks straight into ``out``; return the requests left to decode.
+
+    A chunk qualifies when it is stored as raw C-order bytes of the output's dtype
+    (``pipeline.raw_dtype``), its selection is one contiguous run of those bytes and the
+    output region is one C-contiguous block: then the store reads exactly that byte range into
+    the output's memory (``store.get_many_into``; ``os.preadv`` for local sources), the way
+    h5py reads contiguous datasets, with no intermediate buffer.  The chunk's stored size is
+    still checked against its shape.
+    """
+    direct: list[tuple[ChunkRequest, RangeRequest | None, np.ndarray, int]] = []
+    rest: list[ChunkRequest] = []
+    for req in requests:
+        dtype = pipeline.raw_dtype(req.spec)
+        span = None
+        dest = None
+        if dtype is not None and dtype == out.dtype:
+            span = contiguous_span(req.chunk_selection, req.spec.shape)
+            if span is not None and span[1] > 0:
+                dest = _view(out, req.out_selection)
+        if dest is None or span is None or not dest.flags.c_contiguous or dest.size != span[1]:
+            rest.append(req)
+            continue
+        nbytes = req.spec.size * dtype.itemsize
+        lo = span[0] * dtype.itemsize
+        hi = lo + span[1] * dtype.itemsize
+        rng = None if (lo, hi) == (0, nbytes) else RangeRequest(lo, hi)
+        direct.append((req, rng, dest, nbytes))
+    if not direct:
+        return requests
+    # The store's errors name the chunk key (and, for references, array and source).
+    filled = store.get_many_into([(r.key, rng, dest, nbytes) for r, rng, dest, nbytes in direct])
+    for (req, _, dest, _), ok in zip(direct, filled):
+        if not ok:
+            if not options.read_missing_chunks:
+                raise ChunkNotFoundError(
+                    f"chunk {req.key!r} of array {options.array_path!r} is missing "
+                    "(array.read_missing_chunks is False)"
+                )
+            dest[...] = req.spec.fill_value
+    return rest
+
+
+def contiguous_span(selection: Any, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(first element, count)`` when ``selection`` (ints and step-1 slices over an array
+    of ``shape``) picks one contiguous run of its C-order elements; else None."""
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    if len(sel) != len(shape):
+        return None
+    starts: list[int] = []
+    counts: list[int] = []
+    for s, n in zip(sel, shape):
+        if isinstance(s, (int, np.integer)):
+            i = int(s)
+            if not 0 <= i < n:
+                return None
+            starts.append(i)
+            counts.append(1)
+        elif isinstance(s, slice):
+            a, b, step = s.indices(n)
+            if step != 1:
+                return None
+            starts.append(a)
+            counts.append(max(0, b - a))
+        else:
+            return None
+    # Contiguous iff every axis after the first one selecting more than one element is whole.
+    j = next((k for k, c in enumerate(counts) if c != 1), len(shape))
+    if any(counts[k] != shape[k] for k in range(j + 1, len(shape))):
+        return None
+    first = 0
+    for i, n in zip(starts, shape):
+        first = first * n + i
+    count = 1
+    for c in counts:
+        count *= c
+    return first, count
 
 
 # A thread-pool task costs ~14 µs: give each task at least this many bytes of chunk data.

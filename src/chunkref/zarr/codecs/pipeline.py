@@ -346,6 +346,15 @@ class CodecPipeline:
             )
         return arr
 
+    def raw_dtype(self, spec: ChunkSpec) -> np.dtype | None:
+        """The dtype of chunks of ``spec`` when they are stored as their raw C-order bytes
+        (a lone ``bytes`` codec in the array's byte order, or a v2 chain without filters and
+        compressor), so that a byte range of the chunk is a run of its elements; else None."""
+        plan = self._plan(spec, config.get("codec.max_decoded_bytes"))
+        if plan.fast_dtype is None or plan.bb or plan.convert or plan.too_big is not None:
+            return None
+        return plan.fast_dtype
+
     def decode_into(self, data: BytesLike, spec: ChunkSpec, dest: np.ndarray, selection: Any) -> None:
         """Write ``decode(data, spec)[selection]`` into ``dest`` (an array of that shape).
 
