@@ -197,7 +197,8 @@ def run_dynamic(work: Callable[[list[T]], None], items: list[T], grab: int) -> N
     taking items as soon as one has failed.
     """
     n = len(items)
-    workers = min(max_workers(), -(-n // max(1, grab)))
+    # One grab (a single-chunk read) never needs the pool: skip even asking its size.
+    workers = 1 if n <= grab else min(max_workers(), -(-n // max(1, grab)))
     if workers <= 1 or in_worker():
         work(items)
         return
