@@ -2,9 +2,9 @@
 
 How it works
 ------------
-Inputs are taken one at a time (a path is loaded, used and dropped), so memory holds the output
-being built plus one input.  Each input array becomes a *piece* of an output variable, keyed by
-the input's position along the concatenation dimensions the variable has:
+Inputs are taken one at a time (a path is loaded, used and dropped).  Each input array becomes
+a *piece* of an output variable, keyed by the input's position along the concatenation
+dimensions the variable has:
 
 * the key along an existing dimension is the first value of its coordinate variable, rebased
   to the first input's time units when they differ (or the input's order when there is no
@@ -14,12 +14,21 @@ the input's position along the concatenation dimensions the variable has:
   tile of a mosaic row, ``time`` in both a ``tas`` and a ``pr`` file) must be identical: same
   references, or equal values when small enough to compare; otherwise ``conflicts`` decides.
 
-At the end the keys are sorted, and every variable's chunk tables are placed block by block
-into one table (numpy slices, no per-chunk Python).  The output grid's edges are exactly the
-inputs' chunks: each input's edges clipped to its extent, so a short last chunk inside the
-result is a short chunk.  Chunks stored larger than declared (HDF5 pads partial chunks) get the
-``chunkref.padded`` codec.  When every edge is equal the grid is ``regular``, else
-``rectilinear``.
+Memory: a piece keeps only what the output needs (:mod:`.blocks`): its chunk-table block,
+appended to the variable's growing column buffers, its chunk edges along the concatenation
+dims, two integers (input, block start) and, for coordinates, their values.  Its metadata is
+checked against the first input's when it arrives, then dropped: per variable only the first
+input's document is kept (a kept piece that a later comparison must read is read with that
+document and its own edges).  Combining 10,000 monthly files costs ~1.5 KB per input beyond the
+output's chunk columns, most of it the output's own source records and time values
+(``tests/test_combine_memory.py``, ``benchmarks/combine.py``).
+
+At the end the keys are sorted and every variable's blocks are copied into preallocated output
+columns (one slice copy per column when the inputs came in order, else one per piece; never
+per-chunk Python).  The output grid's edges are exactly the inputs' chunks: each input's edges
+clipped to its extent, so a short last chunk inside the result is a short chunk.  Chunks stored
+larger than declared (HDF5 pads partial chunks) get the ``chunkref.padded`` codec.  When every
+edge is equal the grid is ``regular``, else ``rectilinear``.
 
 Coordinates along the concatenation dimensions are materialised and stored inline; time values
 in different units are rebased exactly (:mod:`.times`).
