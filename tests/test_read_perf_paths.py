@@ -475,3 +475,62 @@ def test_get_many_into_api(tmp_path):
     assert buf.tobytes() == blob[100:110]
     with pytest.raises(ChunkDecodeError, match="a/c/1.*256 bytes, expected 64"):
         s.get_many_into([("a/c/1", RangeRequest(0, 10), buf, 64)])
+
+
+# --- LocalStore.get_many_into (Zarr stores on disk) ---------------------------------------------
+
+
+def _local_raw_array(tmp_path, chunks=(4, 50), compressors=None):
+    data = np.arange(40 * 50, dtype="<f8").reshape(40, 50) * 1.5
+    a = chunkref.create_array(str(tmp_path / "a.zarr"), shape=data.shape, dtype=data.dtype, chunks=chunks,
+                              compressors=compressors, fill_value=-1)
+    a[...] = data
+    return data, chunkref.open_array(str(tmp_path / "a.zarr"), mode="r")
+
+
+def test_local_store_direct_reads_match(tmp_path):
+    from chunkref.storage.local import LocalStore
+
+    data, arr = _local_raw_array(tmp_path)
+    assert isinstance(arr._store, LocalStore)
+    calls = []
+    orig = arr._store.get_many_into
+    arr._store.get_many_into = lambda reqs: calls.append(len(reqs)) or orig(reqs)
+    for sel in [(...,), (7,), (slice(3, 29),), (5, slice(10, 20)), (slice(None), 3), (slice(None, None, -3),),
+                ([1, 30], slice(None)), (np.arange(40) % 3 == 0,)]:
+        np.testing.assert_array_equal(arr[sel], data[sel], err_msg=str(sel))
+    assert calls
+
+
+def test_local_store_direct_read_checks_size_and_absence(tmp_path):
+    from chunkref.storage.base import RangeRequest
+
+    data, arr = _local_raw_array(tmp_path)
+    chunk_file = tmp_path / "a.zarr" / "c" / "2" / "0"
+    chunk_file.write_bytes(chunk_file.read_bytes() + b"xx")
+    np.testing.assert_array_equal(arr[0:8], data[0:8])
+    with pytest.raises(ChunkDecodeError, match=r"c/2/0.*1602 bytes, expected 1600"):
+        arr[9]
+    chunk_file.unlink()
+    got = arr[8:12]
+    assert (got == -1).all()
+    with config.set({"array.read_missing_chunks": False}):
+        with pytest.raises(chunkref.errors.ChunkNotFoundError, match="c/2/0"):
+            arr[8:12]
+    store = arr._store
+    buf = np.zeros(10, np.uint8)
+    with pytest.raises(ShortReadError, match="c/0/0"):
+        store.get_many_into([("c/0/0", RangeRequest(1595, 1605), buf, None)])
+    with pytest.raises(ShortReadError, match="c/0/0"):
+        store.get_many_into([("c/0/0", None, buf, None)])
+    with pytest.raises(chunkref.errors.InvalidArgumentError, match="c/0/0"):
+        store.get_many_into([("c/0/0", None, b"read-only", None)])
+    with pytest.raises(chunkref.errors.InvalidKeyError):
+        store.get_many_into([("../x", None, buf, None)])
+    assert store.get_many_into([("c/0/0", RangeRequest(0, 10), buf, 1600), ("c/9/9", None, buf, None)]) == [True, False]
+
+
+def test_local_store_compressed_arrays_do_not_take_the_direct_path(tmp_path):
+    data, arr = _local_raw_array(tmp_path, compressors=({"name": "zstd", "configuration": {"level": 1}},))
+    arr._store.get_many_into = None  # would fail if called
+    np.testing.assert_array_equal(arr[...], data)

@@ -72,7 +72,7 @@ from chunkref.storage.base import (
     validate_key,
 )
 from chunkref.storage.fsspec import classify_error
-from chunkref.storage.local import local_read_workers
+from chunkref.storage.local import local_read_workers, writable_bytes
 from chunkref.storage.ranges import coalesce_ranges, slice_groups
 from chunkref.zarr.keys import ChunkKeyEncoding, parse_chunk_key_encoding
 
@@ -312,7 +312,7 @@ class ReferenceStore(Store):
             (an absent chunk: the caller fills it).
         """
         reqs = [(validate_key(k), as_range(r)) for k, r, _, _ in requests]
-        views = [_writable_bytes(key, b) for (key, _), (_, _, b, _) in zip(reqs, requests)]
+        views = [writable_bytes(key, b) for (key, _), (_, _, b, _) in zip(reqs, requests)]
         sizes: list[int | None] = [None] * len(reqs)
         out, fetches = self._plan_all(reqs, sizes)
         by_index = {f.index: f for f in fetches}
@@ -752,17 +752,6 @@ class ReferenceStore(Store):
 
     def _delete(self, key: str) -> None:
         raise ReadOnlyError(f"cannot delete {key!r}: a ReferenceStore is read-only")
-
-
-def _writable_bytes(key: str, buffer: Any) -> memoryview:
-    """A flat writable byte view of ``buffer`` (C-contiguous), or InvalidArgumentError."""
-    try:
-        view = memoryview(buffer)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} is not a buffer: {exc}") from exc
-    if view.readonly or not view.c_contiguous:
-        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} must be writable and C-contiguous")
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _key_encoding(docs: Mapping[str, dict], path: str) -> ChunkKeyEncoding:

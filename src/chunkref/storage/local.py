@@ -28,15 +28,25 @@ import stat
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from chunkref.errors import InvalidKeyError, ShortReadError, StoreError
+from chunkref.errors import (
+    ChunkDecodeError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    ShortReadError,
+    StoreError,
+)
 from chunkref.storage._threads import io_workers, run_batched
 from chunkref.storage.base import (
     ByteRange,
     OffsetRequest,
+    RangeLike,
     RangeRequest,
     Store,
     SuffixRequest,
+    as_range,
+    validate_key,
 )
 
 __all__ = ["LocalStore"]
@@ -196,6 +206,55 @@ class LocalStore(Store):
             return [self._get(k, r) for k, r in reqs]
 
         return run_batched(batch, requests, workers=local_read_workers())
+
+    def get_many_into(self, requests: Sequence[tuple[str, RangeLike, Any, int | None]]) -> list[bool]:
+        """Read each ``(key, range, buffer, size)`` straight into its writable buffer.
+
+        The engine's direct path for uncompressed chunks (see
+        :func:`chunkref.zarr.chunkio.read_chunks`): the file's bytes go into ``buffer`` (which
+        must hold exactly the requested byte count) with ``os.preadv``, no intermediate
+        ``bytes``.  ``size``, when not None, is the size the whole file must have (a chunk's
+        encoded size), checked before reading so a partial read never hides a malformed chunk
+        (:class:`~chunkref.errors.ChunkDecodeError`).
+
+        Returns
+        -------
+        list of bool
+            Per request, True when the buffer was filled, False when the key holds no value.
+        """
+        reqs = [(validate_key(k), as_range(r), writable_bytes(k, b), size) for k, r, b, size in requests]
+
+        def batch(items: Sequence[tuple[str, ByteRange | None, memoryview, int | None]]) -> list[bool]:
+            return [self._read_into(*item) for item in items]
+
+        return run_batched(batch, reqs, workers=local_read_workers())
+
+    def _read_into(self, key: str, r: ByteRange | None, buf: memoryview, expected: int | None) -> bool:
+        fd = self._open_read(key)
+        if fd is None:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            size = st.st_size
+            if expected is not None and size != expected:
+                raise ChunkDecodeError(f"{key!r} holds {size} bytes, expected {expected}")
+            start, stop = _bounds(key, r, size)
+            if stop - start != buf.nbytes:
+                raise ShortReadError(
+                    f"short read of {key!r}: bytes [{start}, {stop}) of its {size} do not fill a "
+                    f"{buf.nbytes}-byte buffer"
+                )
+            got = 0
+            while got < buf.nbytes:
+                n = os.preadv(fd, [buf[got:]], start + got)
+                if n == 0:
+                    raise ShortReadError(f"short read of {key!r}: asked for bytes [{start}, {stop}), got {got}")
+                got += n
+            return True
+        finally:
+            os.close(fd)
 
     def _exists(self, key: str) -> bool:
         return self._getsize(key) is not None
@@ -368,6 +427,34 @@ class LocalStore(Store):
                 return  # not empty (or already gone, or in use): stop climbing
             self._dirs_ok.discard(dkey)
             dkey = dkey.rpartition("/")[0]
+
+
+def writable_bytes(key: str, buffer: Any) -> memoryview:
+    """A flat writable byte view of ``buffer`` (C-contiguous), or InvalidArgumentError naming
+    ``key``."""
+    try:
+        view = memoryview(buffer)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} is not a buffer: {exc}") from exc
+    if view.readonly or not view.c_contiguous:
+        raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} must be writable and C-contiguous")
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _bounds(key: str, r: ByteRange | None, size: int) -> tuple[int, int]:
+    """``[start, stop)`` of a request on a value of ``size`` bytes, or ShortReadError."""
+    if r is None:
+        return 0, size
+    if isinstance(r, RangeRequest):
+        if r.stop > size:
+            raise ShortReadError(f"short read of {key!r}: asked for bytes [{r.start}, {r.stop}) of its {size}")
+        return r.start, r.stop
+    if isinstance(r, OffsetRequest):
+        if r.offset > size:
+            raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {size} bytes")
+        return r.offset, size
+    assert isinstance(r, SuffixRequest)
+    return max(0, size - r.length), size
 
 
 def _read_fd(key: str, fd: int, r: ByteRange | None, size: int) -> bytes:
