@@ -534,3 +534,19 @@ def test_local_store_compressed_arrays_do_not_take_the_direct_path(tmp_path):
     data, arr = _local_raw_array(tmp_path, compressors=({"name": "zstd", "configuration": {"level": 1}},))
     arr._store.get_many_into = None  # would fail if called
     np.testing.assert_array_equal(arr[...], data)
+
+
+def test_scanned_netcdf_chain_takes_the_fused_path(tmp_path):
+    netCDF4 = pytest.importorskip("netCDF4")
+    path = tmp_path / "t.nc"
+    data = np.random.default_rng(9).random((4, 10, 12)).astype("f4")
+    with netCDF4.Dataset(path, "w") as ds:
+        for name, n in zip("tyx", data.shape):
+            ds.createDimension(name, n)
+        v = ds.createVariable("tas", "f4", ("t", "y", "x"), zlib=True, complevel=4, shuffle=True, chunksizes=(2, 5, 12))
+        v[:] = data
+    arr = chunkref.open(chunkref.scan(str(path)))["tas"]
+    spec = ChunkSpec((2, 5, 12), np.dtype("f4"), 0)
+    assert arr.codec_pipeline._plan(spec, config.get("codec.max_decoded_bytes")).unshuffle == 4
+    np.testing.assert_array_equal(arr[...], data)
+    np.testing.assert_array_equal(arr[1:3, 2:9, 5], data[1:3, 2:9, 5])
