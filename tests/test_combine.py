@@ -188,6 +188,23 @@ def test_time_units_rebased_and_calendar_aliases(tmp_path):
     assert ei.value.file == c and ei.value.variable == "time" and ei.value.field == "units"
 
 
+def test_time_rebased_after_large_coordinate_values_were_dropped(tmp_path):
+    # With a tiny inline_threshold the first file's time values are not kept (the coordinate
+    # would keep its references), until a later file's units need rebasing: then the dropped
+    # values are read back from the first file.
+    a = make_nc(tmp_path / "jan.nc", 31, 0, units="days since 2001-01-01", seed=1)
+    b = make_nc(tmp_path / "jan2.nc", 28, 31, units="days since 2001-01-01", seed=2)
+    c = make_nc(tmp_path / "mar.nc", 31, 0, units="days since 2001-03-01", seed=3)
+    m = combine([a, b, c], "time", inline_threshold=8)
+    np.testing.assert_array_equal(read(m, "time"), np.arange(90.0))
+    assert m.nodes["time"]["zarr.json"]["attributes"]["units"] == "days since 2001-01-01"
+    np.testing.assert_array_equal(read(m, "tas"), nc_values([a, b, c]))
+    # Without a rebase the large coordinate keeps its references (not materialised).
+    m = combine([a, b], "time", inline_threshold=8)
+    assert m.tables["time"].source.max() >= 0
+    np.testing.assert_array_equal(read(m, "time"), np.arange(59.0))
+
+
 def test_time_calendar_mismatch_refused(tmp_path):
     a = make_nc(tmp_path / "a.nc", 10, 0, calendar="360_day")
     b = make_nc(tmp_path / "b.nc", 10, 10, calendar="noleap")

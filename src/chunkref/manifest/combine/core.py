@@ -156,6 +156,8 @@ class _Var:
     coord_of: str | None = None  # the concat dim whose coordinate this variable is
     bounds_of: str | None = None  # the variable whose bounds this is (inherits its time units)
     ref_units: TimeUnits | None = None  # time units of the first input's array
+    values_bytes: int = 0  # coordinates: bytes of every piece's values so far
+    rebase: bool = False  # coordinates: some piece's time units differ from the target
     pieces: Pieces = field(init=False)  # by key ids along `concat`
     cols: Columns = field(init=False)
     edges: list[AxisEdges] = field(init=False)  # per concat dim
@@ -340,13 +342,29 @@ class _Combiner:
             if old < 0:
                 self._put_edges(v, kk, info, inp, label)
                 i = v.pieces.add(kk, inp, v.cols.append(table, label), units)
-                if values is not None:
-                    v.pieces.set_values(i, values)
+                if values is not None and v.coord_of is not None:
+                    self._keep_values(v, i, values, units)
                 continue
             new = _Part(label, info.shape, _nbytes(info.shape, info), table, allow, info.doc, values, units, info)
             old_part = self._part(v, kk, old)
             if not self._same(v, old_part, new):
                 self._conflict(v, old_part, new)
+
+    def _keep_values(self, v: _Var, i: int, values: np.ndarray, units: TimeUnits | None) -> None:
+        """Keep a coordinate piece's values while the coordinate may be materialised at the end
+        (it is when small enough to inline or when some input's time units differ, see
+        :meth:`_materialise`); a large one that needs no rebasing keeps its references instead,
+        and its values go (were a later input to need rebasing, the rest are read back then)."""
+        target = self.coord_units.get(v.coord_of) if v.coord_of else None
+        if units is not None and target is not None and (
+            units.text.strip() != target.text.strip() or units.calendar != target.calendar
+        ):
+            v.rebase = True
+        v.values_bytes += values.nbytes
+        if v.rebase or v.values_bytes <= self.inline_threshold:
+            v.pieces.set_values(i, values)
+        else:
+            v.pieces.drop_values()
 
     def _allow_mode(self, m: Manifest) -> str | None:
         """What an input may read, compactly: its own sources (no location), the folder holding it
@@ -781,6 +799,10 @@ class _Combiner:
             stored.append(s_all.astype(np.int64))
         grid_shape = tuple(len(d) for d in declared)
         table = self._assemble(v, grid_shape, key_lists)
+        # The blocks and edges are in `table`, `declared` and `stored` now: free them before the
+        # metadata (its edge lists are output-sized too) is built.
+        v.cols = Columns(v.path)
+        v.edges = []
         try:
             doc = _array_doc(ref, shape, declared, stored, ref.codecs, v.attrs, ref.dims)
         except CodecError as exc:
