@@ -197,3 +197,29 @@ def test_content_id_width_mismatch_names_input():
     with pytest.raises(CombineError) as ei:
         combine([a, b], "time")
     assert ei.value.variable == "tas" and ei.value.field == "cid"
+
+
+def test_combine_many_scans_urls_in_waves(tmp_path, monkeypatch):
+    # URLs are scanned as the first level of the tree runs, a wave at a time, never all first.
+    import chunkref.many as many
+    from test_combine import make_nc, nc_values
+
+    files, start = [], 0
+    for i, n in enumerate([31, 28, 31, 30, 31, 30, 31]):
+        files.append(make_nc(tmp_path / f"w{i}.nc", n, start, seed=i))
+        start += n
+    waves = []
+    real = many.scan_many
+
+    def spy(urls, **kw):
+        waves.append(len(urls))
+        return real(urls, **kw)
+
+    monkeypatch.setattr(many, "scan_many", spy)
+    monkeypatch.setattr(many, "WAVE", 4)
+    m = many.combine_many(files, "time", batch_size=2)
+    assert waves == [4, 3]
+    arr = entry.open(m)["tas"]  # scanned by this run: readable without allow=
+    np.testing.assert_array_equal(np.asarray(arr[...]), nc_values(files))
+    assert arr.chunk_sizes[0][:7] == (10, 10, 10, 1, 10, 10, 8)
+    assert m.nodes["tas"] == combine(files, "time").nodes["tas"]

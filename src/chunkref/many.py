@@ -12,9 +12,12 @@ corrupt file among thousands is reported, never fatal.  Work runs
   ``"processes"``, ``"synchronous"``).  A task carries only the URL and the options (never an
   open file), and returns a record: everything pickles.
 
-:func:`combine_many` combines records (or URLs, scanned first) with a tree reduction: batches of
-``batch_size`` manifests are combined (on dask when a client is given), then the results, until
-one manifest remains; memory per step is bounded by the batch.
+:func:`combine_many` combines records, manifests or URLs with a tree reduction: batches of
+``batch_size`` inputs are combined (on dask when a client is given), then the results, until
+one manifest remains.  URLs are scanned as part of the first level (a dask task scans and
+combines its batch; locally files are scanned in waves of :data:`WAVE`), so the scanned
+manifests of thousands of files never exist at once: memory holds one wave plus the combined
+batches.
 """
 
 from __future__ import annotations
@@ -174,6 +177,74 @@ def _combine_batch(items: Sequence[Any], concat_dim: Any, kwargs: Mapping[str, A
     return combine(items, concat_dim, **dict(kwargs))
 
 
+Failure = tuple[str, str, str]  # (url, error type, message)
+
+
+def _scan_and_combine(
+    items: Sequence[Any], concat_dim: Any, kwargs: Mapping[str, Any], skip_failed: bool
+) -> tuple[Manifest | None, list[Failure]]:
+    """First level of the tree, as one task: scan the batch's URLs (other items are records or
+    manifests already), combine what scanned.  Failures are returned, not raised; with
+    ``skip_failed`` False a batch with a failure is not combined (the run will raise)."""
+    manifests: list[Manifest] = []
+    failed: list[Failure] = []
+    for x in items:
+        rec = scan_one(os.fspath(x)) if isinstance(x, (str, os.PathLike)) else x
+        if isinstance(rec, ScanRecord):
+            if rec.manifest is None:
+                failed.append((rec.url, rec.error_type or "", rec.error or ""))
+                continue
+            rec = rec.manifest
+        manifests.append(rec)
+    if not manifests or (failed and not skip_failed):
+        return None, failed
+    return _combine_batch(manifests, concat_dim, kwargs), failed
+
+
+def _first_level(
+    items: list[Any], concat_dim: Any, kwargs: Mapping[str, Any], batch_size: int, client: Any, scheduler: str | None,
+    skip_failed: bool,
+) -> tuple[list[Manifest], list[Failure]]:
+    """Combined batches and scan failures.  Scanned manifests never accumulate: on dask a task
+    scans and combines its batch; locally files are scanned in waves (a process pool from
+    :data:`PROCESSES_FROM` files) whose manifests are combined batch by batch and dropped."""
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if client is not None:
+        futures = client.map(_scan_and_combine, batches, concat_dim=concat_dim, kwargs=kwargs, skip_failed=skip_failed,
+                             pure=False)
+        done = client.gather(futures)
+    elif scheduler not in (None, "local"):
+        import dask
+
+        tasks = [dask.delayed(_scan_and_combine)(b, concat_dim, kwargs, skip_failed) for b in batches]
+        (done,) = dask.compute(tasks, scheduler=scheduler)
+    else:
+        done = []
+        per_wave = max(1, WAVE // batch_size)
+        for w in range(0, len(batches), per_wave):
+            wave = batches[w : w + per_wave]
+            flat = [x for b in wave for x in b]
+            urls = [i for i, x in enumerate(flat) if isinstance(x, (str, os.PathLike))]
+            if urls:
+                for i, rec in zip(urls, scan_many([flat[i] for i in urls])):
+                    flat[i] = rec
+            pos = 0
+            for b in wave:
+                done.append(_scan_and_combine(flat[pos : pos + len(b)], concat_dim, kwargs, skip_failed))
+                pos += len(b)
+            del flat
+    results = [m for m, _ in done if m is not None]
+    if client is not None or scheduler not in (None, "local"):
+        # Scanned elsewhere, at this run's request: the sources count as scanned here.
+        for m in results:
+            record_scanned(m)
+    return results, [f for _, fs in done for f in fs]
+
+
+#: Local runs scan files in waves of about this many (bounding the scanned manifests alive).
+WAVE = 1024
+
+
 def combine_many(
     items: Iterable[ScanRecord | Manifest | str | os.PathLike],
     concat_dim: str | Sequence[str] | None = "time",
@@ -189,9 +260,10 @@ def combine_many(
     Parameters
     ----------
     items
-        :class:`ScanRecord` s (from :func:`scan_many`), Manifests, or URLs (scanned first with
-        :func:`scan_many`, using ``client`` / ``scheduler``).  Give them in order along
-        ``concat_dim``: each batch is combined on its own, so batches must not interleave.
+        :class:`ScanRecord` s (from :func:`scan_many`), Manifests, or URLs (scanned batch by
+        batch as the first level of the tree runs, so their manifests never all exist at once).
+        Give them in order along ``concat_dim``: each batch is combined on its own, so batches
+        must not interleave.
     batch_size
         Manifests combined per step.
     client, scheduler
@@ -207,30 +279,27 @@ def combine_many(
     if batch_size < 2:
         raise InvalidArgumentError(f"batch_size must be at least 2, got {batch_size}")
     items = list(items)
-    to_scan = [i for i, x in enumerate(items) if isinstance(x, (str, os.PathLike))]
-    if to_scan:
-        records = scan_many([items[i] for i in to_scan], client=client, scheduler=scheduler)
-        for i, r in zip(to_scan, records):
-            items[i] = r
-    failed = [x for x in items if isinstance(x, ScanRecord) and not x.ok]
+    if not items:
+        raise CombineError("no input to combine", field="scan")
+    # Batches may be combined in other processes; what this process scanned stays trusted.
+    trusted: set[str] = set()
+    for x in items:
+        m = x.manifest if isinstance(x, ScanRecord) else x
+        if isinstance(m, Manifest):
+            trusted.update(scanned_sources(m))
+    level, failed = _first_level(items, concat_dim, combine_kwargs, batch_size, client, scheduler, on_error == "skip")
     if failed and on_error == "raise":
-        listed = "; ".join(f"{r.url}: {r.error_type}: {r.error}" for r in failed[:5])
+        listed = "; ".join(f"{url}: {kind}: {msg}" for url, kind, msg in failed[:5])
         raise CombineError(
             f"{len(failed)} of {len(items)} inputs failed to scan ({listed}{'; ...' if len(failed) > 5 else ''})",
-            file=failed[0].url,
+            file=failed[0][0],
             field="scan",
         )
-    level = [x.manifest if isinstance(x, ScanRecord) else x for x in items if not (isinstance(x, ScanRecord) and not x.ok)]
     if not level:
         raise CombineError("no input to combine (every scan failed)", field="scan")
-    # Batches may be combined in other processes; what this process scanned stays trusted.
-    trusted = {url for m in level if isinstance(m, Manifest) for url in scanned_sources(m)}
-    while True:
+    trusted.update(url for m in level for url in scanned_sources(m))
+    while len(level) > 1:
         batches = [level[i : i + batch_size] for i in range(0, len(level), batch_size)]
-        if len(batches) == 1:
-            out = _combine_batch(batches[0], concat_dim, combine_kwargs)
-            record_scanned(out, trusted)
-            return out
         if client is not None:
             futures = [client.submit(_combine_batch, b, concat_dim, combine_kwargs, pure=False) for b in batches]
             level = client.gather(futures)
@@ -241,3 +310,6 @@ def combine_many(
             level = list(level)
         else:
             level = [_combine_batch(b, concat_dim, combine_kwargs) for b in batches]
+    out = level[0]
+    record_scanned(out, trusted)
+    return out
