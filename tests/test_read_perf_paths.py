@@ -550,3 +550,37 @@ def test_scanned_netcdf_chain_takes_the_fused_path(tmp_path):
     assert arr.codec_pipeline._plan(spec, config.get("codec.max_decoded_bytes")).unshuffle == 4
     np.testing.assert_array_equal(arr[...], data)
     np.testing.assert_array_equal(arr[1:3, 2:9, 5], data[1:3, 2:9, 5])
+
+
+def test_local_reads_across_many_sources_hold_few_descriptors(tmp_path):
+    """A call touching more files than the descriptor limit allows still works: sources are
+    opened one at a time per batch."""
+    resource = pytest.importorskip("resource")
+    from chunkref.manifest import ChunkTable, Manifest
+    from chunkref.reference import ReferenceStore
+
+    n = 300
+    m = Manifest(location=str(tmp_path / "refs.json"))
+    t = ChunkTable.empty((n,))
+    for i in range(n):
+        (tmp_path / f"f{i}.bin").write_bytes(i.to_bytes(4, "little") * 4)
+        t.set_ref((i,), m.add_source(str(tmp_path / f"f{i}.bin")), 4, 8)
+    doc = {
+        "zarr_format": 3, "node_type": "array", "shape": [2 * n], "data_type": "int32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {},
+    }
+    m.add_array("a", {"zarr.json": doc}, t)
+    s = ReferenceStore(m)
+    arr = chunkref.open(m)["a"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, in_use + 100), hard))
+    try:
+        got = s.get_many([(f"a/c/{i}", None) for i in range(n)])
+        np.testing.assert_array_equal(arr[...], np.repeat(np.arange(n, dtype="<i4"), 2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert got == [i.to_bytes(4, "little") * 2 for i in range(n)]

@@ -498,33 +498,43 @@ class ReferenceStore(Store):
             self._finish(f, piece, out)
 
     def _fetch_local(self, items: list[_Fetch], out: list[bytes | None], into: list[memoryview] | None = None) -> None:
-        """Local sources: one ``os.pread`` per request on a descriptor opened once per source.
+        """Local sources: one ``os.pread`` per request, sources opened one at a time.
 
         Each request's bytes arrive as their own ``bytes`` (no merged buffer to slice and copy
         again), or, with ``into`` (buffers by request index), straight into the caller's buffer
-        with ``os.preadv``.  Large batches are read on the I/O pool (``pread`` releases the GIL;
-        from the page cache it is a memcpy, so a few threads per core suffice).
+        with ``os.preadv``.  Requests are sorted by source and offset; each batch opens a
+        source once for all its requests and closes it before the next, so a call touching
+        thousands of files holds at most one descriptor per batch.  Large batches are read on
+        the I/O pool (``pread`` releases the GIL; from the page cache it is a memcpy, so a few
+        threads per core suffice).
         """
-        fds: dict[int, tuple[int, int]] = {}  # source -> (fd, size)
-        try:
-            for f in items:
-                if f.source not in fds:
-                    fds[f.source] = self._open_local(f)
-            total = sum((f.stop or 0) - (f.start or 0) for f in items if f.start is not None and f.start >= 0)
-            workers = local_read_workers() if total >= _LOCAL_PARALLEL_BYTES else 1
-            min_batch = max(1, -(-len(items) * _LOCAL_BATCH_BYTES // max(1, total)))
+        items = sorted(items, key=lambda f: (f.source, f.start if f.start is not None else -1))
+        total = sum((f.stop or 0) - (f.start or 0) for f in items if f.start is not None and f.start >= 0)
+        workers = local_read_workers() if total >= _LOCAL_PARALLEL_BYTES else 1
+        min_batch = max(1, -(-len(items) * _LOCAL_BATCH_BYTES // max(1, total)))
 
-            def batch(fetches: Sequence[_Fetch]) -> list[bytes | None]:
-                if into is not None:
-                    for f in fetches:
-                        self._preadv(f, fds[f.source][0], into[f.index])
-                    return [None] * len(fetches)
-                return [self._pread(f, *fds[f.source]) for f in fetches]
+        def batch(fetches: Sequence[_Fetch]) -> list[bytes | None]:
+            results: list[bytes | None] = []
+            source, fd, size = -1, -1, 0
+            try:
+                for f in fetches:
+                    if f.source != source:
+                        if fd >= 0:
+                            os.close(fd)
+                            fd = -1
+                        fd, size = self._open_local(f)
+                        source = f.source
+                    if into is not None:
+                        self._preadv(f, fd, into[f.index])
+                        results.append(None)
+                    else:
+                        results.append(self._pread(f, fd, size))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            return results
 
-            results = run_batched(batch, items, min_batch=min_batch, workers=workers)
-        finally:
-            for fd, _ in fds.values():
-                os.close(fd)
+        results = run_batched(batch, items, min_batch=min_batch, workers=workers)
         if into is None:
             for f, data in zip(items, results):
                 self._finish(f, data, out)
