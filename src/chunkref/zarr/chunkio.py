@@ -114,15 +114,23 @@ def _read_direct(
     """
     direct: list[tuple[ChunkRequest, RangeRequest | None, np.ndarray, int]] = []
     rest: list[ChunkRequest] = []
+    dtypes: dict[tuple[int, ...], np.dtype | None] = {}  # raw dtype per chunk shape
     for req in requests:
-        dtype = pipeline.raw_dtype(req.spec)
-        span = None
-        dest = None
-        if dtype is not None and dtype == out.dtype:
-            span = contiguous_span(req.chunk_selection, req.spec.shape)
-            if span is not None and span[1] > 0:
-                dest = _view(out, req.out_selection)
-        if dest is None or span is None or not dest.flags.c_contiguous or dest.size != span[1]:
+        shape = req.spec.shape
+        if shape in dtypes:
+            dtype = dtypes[shape]
+        else:
+            dtype = dtypes[shape] = pipeline.raw_dtype(req.spec)
+        if dtype is None or dtype != out.dtype:
+            rest.append(req)
+            continue
+        # Cheapest test first: most chunks of an n-d array land in strided output regions.
+        dest = _view(out, req.out_selection)
+        if dest is None or not dest.flags.c_contiguous:
+            rest.append(req)
+            continue
+        span = contiguous_span(req.chunk_selection, shape)
+        if span is None or span[1] == 0 or dest.size != span[1]:
             rest.append(req)
             continue
         nbytes = req.spec.size * dtype.itemsize
