@@ -16,8 +16,9 @@ source filesystem.  Remote sources: neighbouring ranges of the same source are m
 (:func:`chunkref.storage.ranges.coalesce_ranges`), fetched concurrently with fsspec
 ``cat_ranges`` (one call per filesystem, under ``io.timeout``), transient failures retried with
 exponential backoff (``io.retries``, ``io.retry_backoff``) and the results sliced back.  Local
-files: one ``os.pread`` per request on a descriptor opened once per source and call (large
-batches on the I/O pool), so no merged buffer is sliced and copied again.  Every length is
+files: one ``os.pread`` per request, each source opened once per batch (large calls are read
+in batches on the I/O pool), so no merged buffer is sliced and copied again;
+:meth:`get_many_into` reads straight into the caller's buffers (``os.preadv``).  Every length is
 checked.  A zero-length reference makes no request.
 
 Failures are never fill values: a missing or unreadable source raises
@@ -325,7 +326,9 @@ class ReferenceStore(Store):
                 src = self._sources[f.source]
                 actual = int(self._filesystem(src.fs_key).size(src.fs_path))
             if actual != expected:
-                raise ChunkDecodeError(f"{reqs[i][0]!r} holds {actual} bytes, expected {expected}")
+                f = by_index.get(i)
+                where = f" ({self._where(f)})" if f is not None else ""
+                raise ChunkDecodeError(f"{reqs[i][0]!r}{where} holds {actual} bytes, expected {expected}")
         direct: list[_Fetch] = []
         rest: list[_Fetch] = []
         for f in fetches:

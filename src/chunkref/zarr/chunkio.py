@@ -79,6 +79,7 @@ def read_chunks(
         if not requests:
             return
     blobs = store.get_many([(r.key, None) for r in requests])
+    into = hasattr(pipeline, "decode_into")
 
     def work(batch: list[tuple[ChunkRequest, bytes | None]]) -> None:
         for req, data in batch:
@@ -96,7 +97,6 @@ def read_chunks(
             else:
                 decode_chunk_into(pipeline, data, req, dest)
 
-    into = hasattr(pipeline, "decode_into")
     run_dynamic(work, list(zip(requests, blobs)), _min_batch(requests))
 
 
