@@ -30,3 +30,11 @@ def test_shard_edges_must_be_multiples_of_the_chunks() -> None:
         chunkref.create_array(None, shape=(100,), chunks=(10,), shards=((35, 65),), dtype="i4")
     with pytest.raises(InvalidArgumentError, match="regular shape"):
         chunkref.create_array(None, shape=(100,), chunks=((10, 20, 70),), shards=(100,), dtype="i4")
+
+
+def test_single_vlen_string_into_a_shard() -> None:
+    # Regression: a 0-d part assigned into an object chunk stored the 0-d array as the element.
+    a = chunkref.create_array(None, shape=(1, 2, 3), chunks=(1, 1, 1), shards=(1, 1, 3), dtype=str)
+    a[0, 1, 2] = "😀中"
+    a[0, 0, :2] = ["x", "yy"]
+    assert a[...].tolist() == [[["x", "yy", ""], ["", "", "😀中"]]]

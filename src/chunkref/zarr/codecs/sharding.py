@@ -825,7 +825,9 @@ class ShardingCodec(ArrayBytesCodec):
                             raise decode_error(keys[sno], inner_coords(flat, layout.cps), exc) from exc
                     else:
                         chunk = np.full(inner.spec.shape, fill, dtype=state.dtype)
-                    chunk[isel] = part
+                    # part[()] for a 0-d part: an object array would otherwise store the 0-d
+                    # array itself as the element (a single vlen string written into a shard).
+                    chunk[isel] = part[()] if part.ndim == 0 else part
                 # Laid out as stored (the fill check compares bits, so byte order and axis
                 # order do not matter).
                 prepared = inner.prepare(chunk)
