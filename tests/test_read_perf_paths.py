@@ -1,6 +1,6 @@
 """Correctness of the fast read paths (benchmarks/read_refs.py measures their speed).
 
-* ``chunkio.run_dynamic``: load-balanced batches on the shared pool.
+* ``_threads.run_dynamic``: load-balanced batches on the shared pool.
 * ``CodecPipeline.decode_into``: the fused unshuffle + copy for HDF5's shuffle chains, checked
   against h5py and numcodecs over many selections, dtypes and byte orders; corrupt data still
   raises typed errors naming the chunk.
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import chunkref
+from chunkref import _threads
 from chunkref.config import config
 from chunkref.errors import ChunkDecodeError, ShortReadError
 from chunkref.zarr import chunkio
@@ -38,7 +39,7 @@ def test_run_dynamic_processes_every_item_once(workers, n, grab):
             seen.extend(batch)
 
     with config.set({"threading.max_workers": workers}):
-        chunkio.run_dynamic(work, list(range(n)), grab)
+        _threads.run_dynamic(work, list(range(n)), grab)
     assert sorted(seen) == list(range(n))
 
 
@@ -54,7 +55,7 @@ def test_run_dynamic_error_propagates_and_stops_others():
 
     with config.set({"threading.max_workers": 2}):
         with pytest.raises(ChunkDecodeError, match="bad chunk 10"):
-            chunkio.run_dynamic(work, list(range(1000)), 1)
+            _threads.run_dynamic(work, list(range(1000)), 1)
     assert 10 not in done
     assert len(done) < 999  # the other worker stopped taking items
 

@@ -13,6 +13,7 @@ survive ``fork``; the child builds its own pool on first use).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from chunkref.errors import InvalidArgumentError
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["get_executor", "in_worker", "map_batched", "max_workers", "shutdown"]
+__all__ = ["get_executor", "in_worker", "map_batched", "max_workers", "run_dynamic", "shutdown"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -163,3 +164,38 @@ def map_batched(
     if first_error is not None:
         raise first_error
     return results
+
+
+def run_dynamic(work: Callable[[list[T]], None], items: list[T], grab: int) -> None:
+    """Run ``work`` over ``items`` on the shared pool, ``grab`` items at a time, load-balanced.
+
+    Each of the pool's workers (the calling thread being one of them) takes the next ``grab``
+    items from a shared counter until none are left, so a thread that was descheduled or got
+    slower chunks simply takes fewer.  Fixed batches (two per worker, the caller taking the
+    first) left one batch running alone at the end: a quarter of a full read's wall time on
+    two cores.  Inline when the work fits in one grab, with one worker, or on a pool thread.
+    The first error (in worker order) propagates once every worker has stopped; the others stop
+    taking items as soon as one has failed.
+    """
+    n = len(items)
+    # One grab (a single-chunk read) never needs the pool: skip even asking its size.
+    workers = 1 if n <= grab else min(max_workers(), -(-n // max(1, grab)))
+    if workers <= 1 or in_worker():
+        work(items)
+        return
+    counter = itertools.count()
+    failed = threading.Event()
+
+    def drain(_: list[int]) -> None:
+        while not failed.is_set():
+            # next() on an itertools.count is atomic under the GIL: each grab is taken once.
+            i = next(counter) * grab
+            if i >= n:
+                return
+            try:
+                work(items[i : i + grab])
+            except BaseException:
+                failed.set()
+                raise
+
+    map_batched(drain, list(range(workers)), max_batches=workers)

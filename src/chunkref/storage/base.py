@@ -25,7 +25,7 @@ segments, absolute paths, backslashes, NUL bytes and empty segments *before any 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,23 @@ class Store(ABC):
         if not reqs:
             return []
         return self._get_many(reqs)
+
+    def get_many_apply(
+        self, requests: Iterable[Request], fn: Callable[[list[tuple[int, bytes | None]]], None], *, grab: int = 1
+    ) -> None:
+        """Fetch many requests and hand them to ``fn`` as ``(index, value)`` lists (None = absent).
+
+        For the engine's reads: ``fn`` decodes what it is given, possibly on several threads at
+        once, and is called once per group of about ``grab`` values.  This default fetches
+        everything with one :meth:`get_many` and then runs ``fn`` on the shared thread pool;
+        stores that read on worker threads themselves (local files) override it to hand each
+        group over as soon as it is read, so reading and decoding overlap.  Either way it is one
+        call, one batch of requests, to any wrapper that counts them.
+        """
+        from chunkref._threads import run_dynamic
+
+        values = self.get_many(requests)
+        run_dynamic(fn, list(enumerate(values)), grab)
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds a value."""

@@ -26,10 +26,11 @@ import errno
 import os
 import stat
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chunkref._threads import run_dynamic
 from chunkref.errors import (
     ChunkDecodeError,
     InvalidArgumentError,
@@ -214,6 +215,24 @@ class LocalStore(Store):
             return [whole(k) if (r is None and fast) else get(k, r) for k, r in reqs]
 
         return run_batched(batch, requests, workers=local_read_workers())
+
+    def get_many_apply(
+        self, requests: Iterable[tuple[str, RangeLike]], fn: Callable[[list[tuple[int, bytes | None]]], None], *,
+        grab: int = 1,
+    ) -> None:
+        """Read on the shared pool's threads and hand each group to ``fn`` as soon as it is read.
+
+        Local reads are CPU work like decoding, so the same load-balanced workers do both: no
+        barrier between "all read" and "start decoding", and each value is decoded while it
+        is still in the CPU cache.
+        """
+        reqs = [(validate_key(k), as_range(r)) for k, r in requests]
+        fast = _FAST_WHOLE_READS
+
+        def work(batch: list[tuple[int, tuple[str, ByteRange | None]]]) -> None:
+            fn([(i, self._get_whole(k) if (r is None and fast) else self._get(k, r)) for i, (k, r) in batch])
+
+        run_dynamic(work, list(enumerate(reqs)), grab)
 
     def _get_whole(self, key: str) -> bytes | None:
         """:meth:`_get` of a whole value, trimmed for the engine's hot path (many small chunks).

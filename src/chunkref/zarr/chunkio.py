@@ -17,15 +17,13 @@ reads across all chunks of the call as well.
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from chunkref._threads import in_worker, map_batched, max_workers
+from chunkref._threads import map_batched
 from chunkref.errors import ChunkDecodeError, ChunkNotFoundError, ChunkrefError, CodecError
 from chunkref.storage.base import RangeRequest, Store
 from chunkref.zarr.codecs.base import ChunkSpec
@@ -78,11 +76,11 @@ def read_chunks(
         requests = _read_direct(store, pipeline, requests, out, options)
         if not requests:
             return
-    blobs = store.get_many([(r.key, None) for r in requests])
     into = hasattr(pipeline, "decode_into")
 
-    def work(batch: list[tuple[ChunkRequest, bytes | None]]) -> None:
-        for req, data in batch:
+    def work(batch: list[tuple[int, bytes | None]]) -> None:
+        for i, data in batch:
+            req = requests[i]
             if data is None:
                 if not options.read_missing_chunks:
                     raise ChunkNotFoundError(
@@ -97,7 +95,9 @@ def read_chunks(
             else:
                 decode_chunk_into(pipeline, data, req, dest)
 
-    run_dynamic(work, list(zip(requests, blobs)), _min_batch(requests))
+    # One batch of requests; local stores hand values over as they read them (see
+    # Store.get_many_apply), so reading and decoding overlap.
+    store.get_many_apply([(r.key, None) for r in requests], work, grab=_min_batch(requests))
 
 
 def _read_direct(
@@ -191,41 +191,6 @@ def contiguous_span(selection: Any, shape: tuple[int, ...]) -> tuple[int, int] |
 
 # A thread-pool task costs ~14 µs: give each task at least this many bytes of chunk data.
 _BATCH_BYTES = 256 << 10
-
-
-def run_dynamic(work: Callable[[list[T]], None], items: list[T], grab: int) -> None:
-    """Run ``work`` over ``items`` on the shared pool, ``grab`` items at a time, load-balanced.
-
-    Each of the pool's workers (the calling thread being one of them) takes the next ``grab``
-    items from a shared counter until none are left, so a thread that was descheduled or got
-    slower chunks simply takes fewer.  Fixed batches (two per worker, the caller taking the
-    first) left one batch running alone at the end: a quarter of a full read's wall time on
-    two cores.  Inline when the work fits in one grab, with one worker, or on a pool thread.
-    The first error (in worker order) propagates once every worker has stopped; the others stop
-    taking items as soon as one has failed.
-    """
-    n = len(items)
-    # One grab (a single-chunk read) never needs the pool: skip even asking its size.
-    workers = 1 if n <= grab else min(max_workers(), -(-n // max(1, grab)))
-    if workers <= 1 or in_worker():
-        work(items)
-        return
-    counter = itertools.count()
-    failed = threading.Event()
-
-    def drain(_: list[int]) -> None:
-        while not failed.is_set():
-            # next() on an itertools.count is atomic under the GIL: each grab is taken once.
-            i = next(counter) * grab
-            if i >= n:
-                return
-            try:
-                work(items[i : i + grab])
-            except BaseException:
-                failed.set()
-                raise
-
-    map_batched(drain, list(range(workers)), max_batches=workers)
 
 
 def _min_batch(requests: Sequence[ChunkRequest]) -> int:
