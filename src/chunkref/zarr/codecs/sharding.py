@@ -1025,7 +1025,7 @@ def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_by
     n = len(ranges)
     if n == 1:
         return [(ranges[0][0], ranges[0][1], ranges[0][2])], [0]
-    if n > 64:
+    if n > 256:
         sno = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=n)
         st = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=n)
         en = np.fromiter((r[2] for r in ranges), dtype=np.int64, count=n)
@@ -1033,7 +1033,7 @@ def _coalesce(ranges: list[tuple[int, int, int, int, int]], max_gap: int, max_by
         gid = np.empty(len(gs), dtype=np.int64)
         gid[assign] = sno
         return list(zip(gid.tolist(), gs.tolist(), ge.tolist())), assign.tolist()
-    order = sorted(range(n), key=lambda i: (ranges[i][0], ranges[i][1]))
+    order = sorted(range(n), key=[(r[0], r[1]) for r in ranges].__getitem__)
     groups: list[list[int]] = []
     assign = [0] * n
     for i in order:
