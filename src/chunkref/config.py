@@ -114,9 +114,10 @@ class Config:
         InvalidArgumentError
             If the key is unknown and no default is given.
         """
-        with self._lock:
-            if key in self._values:
-                return self._values[key]
+        # No lock for reads: updates replace whole entries and a dict lookup is atomic.
+        values = self._values
+        if key in values:
+            return values[key]
         if default is ...:
             raise InvalidArgumentError(f"unknown chunkref setting {key!r}; known: {sorted(self._values)}")
         return default
