@@ -75,3 +75,16 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_error_exit_code_for_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(tmp_path / "nothing-here.json")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_repo_import_a_netcdf_file_and_verify_its_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = str(tmp_path / "repo")
+    assert main(["repo", "init", repo]) == 0
+    assert main(["repo", "import", repo, str(EXAMPLE), "--path", "ocean"]) == 0
+    capsys.readouterr()
+    # Virtual sources are read only when authorized; the refusal is reported once per source.
+    assert main(["repo", "verify", repo, "--virtual"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("not authorized") == 1 and "19 virtual chunk(s)" in out
+    assert main(["repo", "verify", "--allow", str(EXAMPLE.parent) + "/", repo, "--virtual"]) == 0
+    assert "19 virtual chunks: OK" in capsys.readouterr().out

@@ -55,8 +55,8 @@ def register(sub: Any) -> None:
     q.add_argument("action", nargs="?", default="list", choices=["list", "create", "delete"])
     q.add_argument("name", nargs="?")
     q.add_argument("at", nargs="?", default="main")
-    q = add("import", "commit a manifest (kerchunk JSON) as virtual references")
-    q.add_argument("manifest")
+    q = add("import", "commit a manifest, or an HDF5/NetCDF file (scanned), as virtual references")
+    q.add_argument("manifest", help="manifest (kerchunk JSON, parquet, native) or a file to scan")
     q.add_argument("--path", default="", help="group path to import under")
     q.add_argument("--branch", default="main")
     q.add_argument("-m", "--message")
@@ -129,9 +129,15 @@ def run(args: argparse.Namespace) -> int:
             repo.delete_tag(args.name)
         return 0
     if cmd == "import":
-        from chunkref.manifest.manifest import Manifest
+        from chunkref.entry import scan
 
-        print(repo.import_manifest(Manifest.load(args.manifest), args.path, branch=args.branch, message=args.message))
+        # scan() loads manifests as they are and scans HDF5 / NetCDF / Zarr sources.
+        manifest = scan(args.manifest)
+        if manifest.refused:
+            listed = "; ".join(f"{k}: {v}" for k, v in sorted(manifest.refused.items()))
+            raise InvalidArgumentError(f"{args.manifest}: variables that cannot be represented: {listed}")
+        message = args.message or f"Import {args.manifest}"
+        print(repo.import_manifest(manifest, args.path, branch=args.branch, message=message))
         return 0
     if cmd == "verify":
         report = repo.verify(virtual=args.virtual)

@@ -10,12 +10,13 @@ object, where it was reached from, and what is wrong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunkref.errors import ChunkrefError, HashMismatchError
+from chunkref.errors import ChunkrefError, HashMismatchError, SourceNotAllowedError
 from chunkref.manifest.cid import cid_to_string
 from chunkref.manifest.pages import decode_page
 from chunkref.manifest.table import ABSENT, INLINE, NATIVE
@@ -61,6 +62,8 @@ class _Verifier:
         self.virtual = virtual
         self.report = VerifyReport()
         self.seen: set[str] = set()
+        # Sources refused by the allow-list: url -> (virtual chunks not checked, how to allow it).
+        self.unauthorized: dict[str, tuple[int, str]] = {}
 
     def fetch(self, cids: list[str], where: list[str]) -> list[bytes | None]:
         """Read and re-hash objects; None (and a problem) for missing or corrupt ones."""
@@ -118,6 +121,11 @@ class _Verifier:
                 first = False
                 cur = c.parent
         self.walk_trees(trees)
+        for url, (count, hint) in self.unauthorized.items():
+            self.report.problems.append(
+                f"{count} virtual chunk(s) read from {url!r} were not checked: the source is not authorized "
+                f"({hint}; on the command line --allow PREFIX)"
+            )
         return self.report
 
     def walk_trees(self, roots: list[tuple[str, str]]) -> None:
@@ -194,12 +202,28 @@ class _Verifier:
             return
         except ChunkrefError:
             pass
-        for r in reqs:  # find exactly which ones fail
+        by_source: dict[str, list[tuple]] = {}
+        for r in reqs:
+            by_source.setdefault(r[1], []).append(r)
+        for url, rs in by_source.items():
             try:
-                read([r])
-                self.report.virtual_chunks += 1
-            except ChunkrefError as exc:
-                self.report.problems.append(f"virtual {r[0]} ({r[1]} bytes {r[2]}+{r[3]}): {exc}")
+                read(rs)
+                self.report.virtual_chunks += len(rs)
+                continue
+            except SourceNotAllowedError as exc:
+                # One problem per source (reported at the end), not one per chunk.
+                hint = re.search(r"pass allow=\[[^\]]*\]", str(exc))
+                count, _ = self.unauthorized.get(url, (0, ""))
+                self.unauthorized[url] = (count + len(rs), hint.group(0) if hint else "allow its prefix")
+                continue
+            except ChunkrefError:
+                pass
+            for r in rs:  # find exactly which ones fail
+                try:
+                    read([r])
+                    self.report.virtual_chunks += 1
+                except ChunkrefError as exc:
+                    self.report.problems.append(f"virtual {r[0]} ({r[1]} bytes {r[2]}+{r[3]}): {exc}")
 
 
 def verify_repository(repo: Repository, *, virtual: bool = False) -> VerifyReport:
