@@ -73,7 +73,7 @@ from chunkref.storage.base import (
     validate_key,
 )
 from chunkref.storage.fsspec import classify_error
-from chunkref.storage.local import local_read_workers, writable_bytes
+from chunkref.storage.local import local_read_workers, pread_all, writable_bytes
 from chunkref.storage.ranges import coalesce_ranges, slice_groups
 from chunkref.zarr.keys import ChunkKeyEncoding, parse_chunk_key_encoding
 
@@ -572,18 +572,7 @@ class ReferenceStore(Store):
             stop = size
         want = stop - start
         try:
-            data = os.pread(fd, want, start)
-            if len(data) < want:
-                # pread returns less than asked only at the end of the file: make sure it is one.
-                parts = [data]
-                got = len(data)
-                while got < want:
-                    more = os.pread(fd, want - got, start + got)
-                    if not more:
-                        break
-                    parts.append(more)
-                    got += len(more)
-                data = b"".join(parts)
+            data = pread_all(fd, want, start)
         except OSError as exc:
             raise self._typed_error(exc, f, 0) from exc
         if len(data) != want:

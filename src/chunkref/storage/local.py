@@ -545,23 +545,32 @@ def _read_fd(key: str, fd: int, r: ByteRange | None, size: int) -> bytes:
         if start > size:
             raise ShortReadError(f"short read of {key!r}: asked for bytes [{start}, {stop}) past its end")
         return b""
-    data = os.pread(fd, want, start)
+    data = pread_all(fd, want, start)
     if len(data) < want:
-        # pread may return less than asked near EOF only; loop to be sure it is a real end.
-        parts = [data]
-        got = len(data)
-        while got < want:
-            more = os.pread(fd, want - got, start + got)
-            if not more:
-                break
-            parts.append(more)
-            got += len(more)
-        data = b"".join(parts)
-        if got < want:
-            raise ShortReadError(
-                f"short read of {key!r}: asked for bytes [{start}, {stop}) ({want} bytes), got {got}"
-            )
+        raise ShortReadError(
+            f"short read of {key!r}: asked for bytes [{start}, {stop}) ({want} bytes), got {len(data)}"
+        )
     return data
+
+
+def pread_all(fd: int, want: int, start: int) -> bytes:
+    """Up to ``want`` bytes of ``fd`` from ``start``: fewer only if the file ends first.
+
+    ``pread`` may return less than asked; only an empty read means the end of the file, so
+    keep reading until one (callers compare the length with what they asked for).
+    """
+    data = os.pread(fd, want, start)
+    if len(data) >= want:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < want:
+        more = os.pread(fd, want - got, start + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def create_exclusive(path: str, value: bytes) -> bool:
