@@ -217,3 +217,14 @@ def test_fault_store_pickles() -> None:
     f = FaultStore(_filled(), fail_keys={"a"}, times=1, mode="corrupt")
     clone = pickle.loads(pickle.dumps(f))
     assert clone.get("a") == b"\xcf123456789" and clone.get("a") == b"0123456789"
+
+
+def test_latency_copies_share_their_peak() -> None:
+    from chunkref.storage import MemoryStore
+    from chunkref.storage.wrappers import LatencyStore
+
+    lat = LatencyStore(MemoryStore(), latency=0.001)
+    lat.set("a", b"1")
+    ro = lat.with_read_only(True)
+    ro.get_many([("a", None)] * 3)
+    assert lat.max_in_flight == ro.max_in_flight == 3

@@ -100,7 +100,28 @@ class WrapperStore(Store):
         return self.inner.list_dir(prefix)
 
 
-class CountingStore(WrapperStore):
+class _CountingWrapper(WrapperStore):
+    """A wrapper that keeps statistics: copies (``with_read_only``) share them with the
+    original, since they observe the same traffic; a pickled copy gets a fresh lock."""
+
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __copy__(self) -> _CountingWrapper:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+
+class CountingStore(_CountingWrapper):
     """Counts requests and bytes per method, and records every ``get_many`` batch.
 
     Counters (in :attr:`counts`, a :class:`collections.Counter`):
@@ -120,20 +141,6 @@ class CountingStore(WrapperStore):
         self.batches: list[list[tuple[str, ByteRange | None]]] = []
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def __copy__(self) -> CountingStore:
-        # Copies (with_read_only) share the counters: they observe the same traffic.
-        new = object.__new__(CountingStore)
-        new.__dict__.update(self.__dict__)
-        return new
 
     def reset(self) -> None:
         """Zero every counter and forget the recorded batches."""
@@ -207,7 +214,7 @@ class CountingStore(WrapperStore):
         return super()._list_dir(prefix)
 
 
-class LatencyStore(WrapperStore):
+class LatencyStore(_CountingWrapper):
     """Adds a delay per request batch, modelling a remote store with round-trip latency.
 
     Model: every call to the inner store costs ``latency`` seconds of waiting (a ``time.sleep``,
@@ -236,42 +243,42 @@ class LatencyStore(WrapperStore):
             raise InvalidArgumentError(f"LatencyStore concurrency must be >= 1, got {concurrency}")
         self.latency = float(latency)
         self.concurrency = concurrency
-        self.in_flight = 0
-        self.max_in_flight = 0
+        # [current, peak] in one list so that copies (with_read_only) share it.
+        self._flight = [0, 0]
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        state["in_flight"] = 0
+        state = super().__getstate__()
+        state["_flight"] = [0, self._flight[1]]
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight now."""
+        return self._flight[0]
 
-    def __copy__(self) -> LatencyStore:
-        new = object.__new__(LatencyStore)
-        new.__dict__.update(self.__dict__)
-        return new
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests in flight at once since creation or :meth:`reset`."""
+        return self._flight[1]
 
     def reset(self) -> None:
         """Forget the recorded peak."""
         with self._lock:
-            self.max_in_flight = self.in_flight
+            self._flight[1] = self._flight[0]
 
     def _wait(self, n: int) -> None:
         width = n if self.concurrency is None else min(n, self.concurrency)
         rounds = 1 if self.concurrency is None else math.ceil(n / self.concurrency)
         with self._lock:
-            self.in_flight += width
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._flight[0] += width
+            self._flight[1] = max(self._flight[1], self._flight[0])
         try:
             if self.latency:
                 time.sleep(self.latency * rounds)
         finally:
             with self._lock:
-                self.in_flight -= width
+                self._flight[0] -= width
 
     def _get(self, key: str, range: ByteRange | None) -> bytes | None:
         self._wait(1)
@@ -322,7 +329,7 @@ _FAULT_MODES = ("raise", "short", "corrupt", "absent")
 _FAULT_OPS = ("get", "set", "delete", "list")
 
 
-class FaultStore(WrapperStore):
+class FaultStore(_CountingWrapper):
     """Injects failures into the requests of selected keys.
 
     Parameters
@@ -386,19 +393,6 @@ class FaultStore(WrapperStore):
         self.fault_keys: list[str] = []
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def __copy__(self) -> FaultStore:
-        new = object.__new__(FaultStore)
-        new.__dict__.update(self.__dict__)
-        return new
 
     def reset(self, *, times: int | None | Any = ...) -> None:
         """Restart counting (``fail_after`` applies again); optionally change ``times``."""

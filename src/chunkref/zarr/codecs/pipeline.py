@@ -417,22 +417,7 @@ class CodecPipeline:
         items = list(items)
         if not items:
             return []
-        min_batch = _min_batch(items[0][1])
-
-        def work(batch: list[tuple[int, tuple[BytesLike, ChunkSpec]]]) -> list[np.ndarray]:
-            out = []
-            for idx, (data, spec) in batch:
-                try:
-                    out.append(self.decode(data, spec))
-                except ChunkrefError as exc:
-                    named = _named(exc, keys, idx)
-                    if named is exc:
-                        raise
-                    raise named from exc
-            return out
-
-        parts = map_batched(work, list(enumerate(items)), min_batch=min_batch)
-        return [a for part in parts for a in part]
+        return _map_named(self.decode, items, keys)
 
     def encode_many(
         self, items: Sequence[tuple[Any, ChunkSpec]], *, keys: Sequence[str] | None = None
@@ -441,22 +426,7 @@ class CodecPipeline:
         items = list(items)
         if not items:
             return []
-        min_batch = _min_batch(items[0][1])
-
-        def work(batch: list[tuple[int, tuple[Any, ChunkSpec]]]) -> list[bytes]:
-            out = []
-            for idx, (arr, spec) in batch:
-                try:
-                    out.append(self.encode(arr, spec))
-                except ChunkrefError as exc:
-                    named = _named(exc, keys, idx)
-                    if named is exc:
-                        raise
-                    raise named from exc
-            return out
-
-        parts = map_batched(work, list(enumerate(items)), min_batch=min_batch)
-        return [b for part in parts for b in part]
+        return _map_named(self.encode, items, keys)
 
     # --- introspection ----------------------------------------------------------------------
 
@@ -550,6 +520,25 @@ def _fusable(selection: Any, ndim: int, dest: np.ndarray, itemsize: int) -> bool
         and dest.strides[-1] == itemsize
         and all(isinstance(s, (int, np.integer, slice)) for s in selection)
     )
+
+
+def _map_named(fn: Any, items: list[tuple[Any, ChunkSpec]], keys: Sequence[str] | None) -> list[Any]:
+    """``fn(data, spec)`` over ``items`` on the shared pool, errors naming the chunk's key."""
+
+    def work(batch: list[tuple[int, tuple[Any, ChunkSpec]]]) -> list[Any]:
+        out = []
+        for idx, (data, spec) in batch:
+            try:
+                out.append(fn(data, spec))
+            except ChunkrefError as exc:
+                named = _named(exc, keys, idx)
+                if named is exc:
+                    raise
+                raise named from exc
+        return out
+
+    parts = map_batched(work, list(enumerate(items)), min_batch=_min_batch(items[0][1]))
+    return [x for part in parts for x in part]
 
 
 def _min_batch(spec: ChunkSpec) -> int:
