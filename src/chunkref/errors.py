@@ -8,6 +8,7 @@ chunkref error                         builtin base
 =====================================  ==================
 bad argument, metadata, codec config   ``ValueError``
 missing node or key                    ``KeyError``
+node already there (mode ``"w-"``)     ``ValueError`` and ``FileExistsError``
 out-of-bounds selection                ``IndexError``
 not allowed (read-only, unauthorized)  ``PermissionError``
 I/O failures (short read, unreachable) ``OSError``
@@ -78,12 +79,18 @@ class InvalidKeyError(ChunkrefError, ValueError):
     """A store key is not allowed (``..``, absolute, backslash, NUL, empty segment)."""
 
 
-class ContainsArrayError(ChunkrefError, ValueError):
-    """An array already exists where a group (or new node) was requested."""
+class ContainsArrayError(ChunkrefError, ValueError, FileExistsError):
+    """An array already exists where a group (or new node) was requested.
+
+    Also a ``FileExistsError``, which is what zarr-python raises for mode ``"w-"``.
+    """
 
 
-class ContainsGroupError(ChunkrefError, ValueError):
-    """A group already exists where an array (or new node) was requested."""
+class ContainsGroupError(ChunkrefError, ValueError, FileExistsError):
+    """A group already exists where an array (or new node) was requested.
+
+    Also a ``FileExistsError``, which is what zarr-python raises for mode ``"w-"``.
+    """
 
 
 class ScanError(ChunkrefError, ValueError):

@@ -167,7 +167,11 @@ def _prepare_target(store: Store, path: str, *, overwrite: bool, zarr_format: in
     if existing is not None:
         if not overwrite:
             cls = ContainsArrayError if existing.node_type == "array" else ContainsGroupError
-            raise cls(f"a {existing.node_type} already exists at {path or '/'!r} in {store!r} (pass overwrite=True)")
+            article = "an" if existing.node_type == "array" else "a"
+            raise cls(
+                f"{article} {existing.node_type} already exists at {path or '/'!r} in {store!r} "
+                "(pass overwrite=True, or open with mode 'w' to replace it or 'a' to update it)"
+            )
         nodes.delete_node(store, path)
     nodes.ensure_parent_groups(store, path, zarr_format)
 
