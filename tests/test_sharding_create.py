@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import chunkref
+import chunkref.storage
 from chunkref.errors import InvalidArgumentError, NoChunkShapeError
 
 
@@ -38,3 +39,15 @@ def test_single_vlen_string_into_a_shard() -> None:
     a[0, 1, 2] = "😀中"
     a[0, 0, :2] = ["x", "yy"]
     assert a[...].tolist() == [[["x", "yy", ""], ["", "", "😀中"]]]
+
+
+def test_bad_string_element_writes_no_shard_at_all() -> None:
+    # Large sharded writes are stored in waves; a bad element must be caught before any wave.
+    store = chunkref.storage.MemoryStore()
+    a = chunkref.create_array(store, shape=(64,), chunks=(4,), shards=(8,), dtype=str)
+    before = dict(store._data)
+    value = np.array([f"s{i}" for i in range(64)], dtype=object)
+    value[40] = 7
+    with pytest.raises(InvalidArgumentError, match=r"int 7 \(at \(40,\)"):
+        a[...] = value
+    assert dict(store._data) == before

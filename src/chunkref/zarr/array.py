@@ -380,6 +380,7 @@ class Array(Node):
         dtype = self.dtype
         if dtype.hasobject:
             arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value.astype(object)
+            self._check_vlen_elements(arr)
         else:
             try:
                 arr = np.asarray(value, dtype=dtype)
@@ -394,6 +395,27 @@ class Array(Node):
         if indexer.buffer_shape != indexer.shape:
             arr = arr.reshape(indexer.buffer_shape)
         return arr
+
+    def _check_vlen_elements(self, arr: np.ndarray) -> None:
+        """Refuse values a vlen codec cannot store before anything is written.
+
+        Encoding happens per chunk (for large sharded writes, in waves while earlier waves are
+        stored), so a bad element found there could leave part of the write behind.
+        """
+        kind = getattr(getattr(self._metadata, "data_type", None), "vlen", None)
+        want = {"string": str, "bytes": bytes}.get(kind or "")
+        if want is None:
+            return
+        flat = arr.reshape(-1)
+        ok = np.fromiter((type(x) is want or isinstance(x, want) for x in flat), dtype=bool, count=flat.size)
+        if not ok.all():
+            at = int(np.argmin(ok))
+            bad = flat[at]
+            where = tuple(int(i) for i in np.unravel_index(at, arr.shape)) if arr.ndim else ()
+            raise InvalidArgumentError(
+                f"array {self.name!r} holds {'strings' if want is str else 'bytes'}; cannot write "
+                f"{type(bad).__name__} {bad!r} (at {where} of the value written); nothing was written"
+            )
 
     # -- resizing ------------------------------------------------------------------------------
 
