@@ -69,6 +69,7 @@ from chunkref.storage.base import (
     Store,
     SuffixRequest,
     as_range,
+    range_bounds,
     slice_value,
     validate_key,
 )
@@ -439,7 +440,7 @@ class ReferenceStore(Store):
             return None
         if verify:
             return _Fetch(i, src, offset, offset + length, key, path, coords, rng, True)
-        lo, hi = _chunk_range(key, length, rng)
+        lo, hi = range_bounds(key, rng, length)
         if lo == hi:
             out[i] = b""  # empty range of a chunk: no request
             return None
@@ -770,22 +771,6 @@ def _split_options(options: Mapping[str, Any]) -> tuple[list[tuple[Prefix, dict]
     if options and all(isinstance(k, str) and "://" in k and isinstance(v, Mapping) for k, v in options.items()):
         return [(parse_prefix(k), dict(v)) for k, v in options.items()], {}
     return [], dict(options)
-
-
-def _chunk_range(key: str, n: int, rng: ByteRange | None) -> tuple[int, int]:
-    """``[lo, hi)`` inside a chunk of ``n`` bytes for a request range (checked)."""
-    if rng is None:
-        return 0, n
-    if isinstance(rng, RangeRequest):
-        if rng.stop > n:
-            raise ShortReadError(f"short read of {key!r}: asked for bytes [{rng.start}, {rng.stop}) of a {n}-byte chunk")
-        return rng.start, rng.stop
-    if isinstance(rng, OffsetRequest):
-        if rng.offset > n:
-            raise ShortReadError(f"short read of {key!r}: offset {rng.offset} is past its {n} bytes")
-        return rng.offset, n
-    assert isinstance(rng, SuffixRequest)
-    return max(0, n - rng.length), n
 
 
 def _whole_range(rng: ByteRange | None) -> tuple[int | None, int | None]:

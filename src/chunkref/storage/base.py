@@ -81,23 +81,34 @@ def as_range(r: RangeLike) -> ByteRange | None:
     raise InvalidArgumentError(f"not a byte range: {r!r}")
 
 
-def slice_value(key: str, value: bytes, r: RangeLike) -> bytes:
-    """Apply a byte range to a whole value, checking that all requested bytes exist."""
+def range_bounds(key: str, r: RangeLike, size: int) -> tuple[int, int]:
+    """``[start, stop)`` of range ``r`` on a value of ``size`` bytes.
+
+    Raises
+    ------
+    ShortReadError
+        When the range asks for bytes past the end of the value.
+    """
     r = as_range(r)
     if r is None:
-        return value
-    n = len(value)
+        return 0, size
     if isinstance(r, RangeRequest):
-        if r.stop > n:
-            raise ShortReadError(
-                f"short read of {key!r}: asked for bytes [{r.start}, {r.stop}) of a {n}-byte value"
-            )
-        return value[r.start : r.stop]
+        if r.stop > size:
+            raise ShortReadError(f"short read of {key!r}: asked for bytes [{r.start}, {r.stop}) of a {size}-byte value")
+        return r.start, r.stop
     if isinstance(r, OffsetRequest):
-        if r.offset > n:
-            raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {n} bytes")
-        return value[r.offset :]
-    return value[max(0, n - r.length) :]
+        if r.offset > size:
+            raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {size} bytes")
+        return r.offset, size
+    return max(0, size - r.length), size
+
+
+def slice_value(key: str, value: bytes, r: RangeLike) -> bytes:
+    """Apply a byte range to a whole value, checking that all requested bytes exist."""
+    if r is None:
+        return value
+    start, stop = range_bounds(key, r, len(value))
+    return value[start:stop]
 
 
 def check_length(key: str, data: bytes, r: RangeLike) -> bytes:

@@ -47,6 +47,7 @@ from chunkref.storage.base import (
     Store,
     SuffixRequest,
     as_range,
+    range_bounds,
     validate_key,
 )
 
@@ -296,7 +297,7 @@ class LocalStore(Store):
             size = st.st_size
             if expected is not None and size != expected:
                 raise ChunkDecodeError(f"{key!r} holds {size} bytes, expected {expected}")
-            start, stop = _bounds(key, r, size)
+            start, stop = range_bounds(key, r, size)
             if stop - start != buf.nbytes:
                 raise ShortReadError(
                     f"short read of {key!r}: bytes [{start}, {stop}) of its {size} do not fill a "
@@ -495,22 +496,6 @@ def writable_bytes(key: str, buffer: Any) -> memoryview:
     if view.readonly or not view.c_contiguous:
         raise InvalidArgumentError(f"get_many_into: the buffer for {key!r} must be writable and C-contiguous")
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def _bounds(key: str, r: ByteRange | None, size: int) -> tuple[int, int]:
-    """``[start, stop)`` of a request on a value of ``size`` bytes, or ShortReadError."""
-    if r is None:
-        return 0, size
-    if isinstance(r, RangeRequest):
-        if r.stop > size:
-            raise ShortReadError(f"short read of {key!r}: asked for bytes [{r.start}, {r.stop}) of its {size}")
-        return r.start, r.stop
-    if isinstance(r, OffsetRequest):
-        if r.offset > size:
-            raise ShortReadError(f"short read of {key!r}: offset {r.offset} is past its {size} bytes")
-        return r.offset, size
-    assert isinstance(r, SuffixRequest)
-    return max(0, size - r.length), size
 
 
 def _read_fd(key: str, fd: int, r: ByteRange | None, size: int) -> bytes:

@@ -334,6 +334,17 @@ class _ArrayBase:
         """Every document of the node, serialized (see :func:`json_dumps`)."""
         return {name: json_dumps(doc) for name, doc in self.documents().items()}  # type: ignore[attr-defined]
 
+    def evolve(self, **changes: Any) -> Any:
+        """A copy with fields changed; ``shape=`` resizes (``chunk_grid.with_shape``: regular
+        grids keep their chunk shape, rectilinear ones extend their last edge), ``dtype=``
+        replaces the data type."""
+        shape = changes.pop("shape", None)
+        if shape is not None:
+            changes["chunk_grid"] = (changes.get("chunk_grid") or self.chunk_grid).with_shape(tuple(int(s) for s in shape))
+        if "dtype" in changes:
+            changes["data_type"] = as_data_type(changes.pop("dtype"))
+        return replace(self, **changes)  # type: ignore[type-var]
+
 
 # --- v3 -------------------------------------------------------------------------------------
 
@@ -527,14 +538,6 @@ class ArrayMetadataV3(_ArrayBase):
             path=path,
         )
 
-    def evolve(self, **changes: Any) -> ArrayMetadataV3:
-        """A copy with fields changed; ``shape=`` resizes (``chunk_grid.with_shape``)."""
-        shape = changes.pop("shape", None)
-        if shape is not None:
-            changes["chunk_grid"] = (changes.get("chunk_grid") or self.chunk_grid).with_shape(tuple(int(s) for s in shape))
-        if "dtype" in changes:
-            changes["data_type"] = as_data_type(changes.pop("dtype"))
-        return replace(self, **changes)
 
 
 # --- v2 -------------------------------------------------------------------------------------
@@ -734,14 +737,6 @@ class ArrayMetadataV2(_ArrayBase):
             path=path,
         )
 
-    def evolve(self, **changes: Any) -> ArrayMetadataV2:
-        """A copy with fields changed; ``shape=`` resizes (chunks unchanged)."""
-        shape = changes.pop("shape", None)
-        if shape is not None:
-            changes["chunk_grid"] = (changes.get("chunk_grid") or self.chunk_grid).with_shape(tuple(int(s) for s in shape))
-        if "dtype" in changes:
-            changes["data_type"] = as_data_type(changes.pop("dtype"))
-        return replace(self, **changes)
 
 
 ArrayMetadata = ArrayMetadataV3 | ArrayMetadataV2
