@@ -282,15 +282,6 @@ class FsspecStore(Store):
 
     def _classify(self, exc: BaseException) -> str:
         return classify_error(exc)
-        names = {c.__name__ for c in type(exc).__mro__}
-        if names & _TRANSIENT_NAMES or isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
-            return "transient"
-        if isinstance(exc, OSError):
-            if exc.errno in _TRANSIENT_ERRNOS:
-                return "transient"
-            if exc.errno == errno.EINVAL and "range" in str(exc).lower():
-                return "range"  # s3fs: 416 InvalidRange
-        return "error"
 
     def _typed_error(self, exc: BaseException, key: str, kind: str, what: str = "read") -> Exception:
         where = f"{key!r} ({self._describe(key)})"
