@@ -334,6 +334,14 @@ class _ArrayBase:
         """Every document of the node, serialized (see :func:`json_dumps`)."""
         return {name: json_dumps(doc) for name, doc in self.documents().items()}  # type: ignore[attr-defined]
 
+    def __eq__(self, other: object) -> bool:
+        # Equal when they serialize to the same documents (same class: v2 never equals v3).
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.documents() == other.documents()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
     def evolve(self, **changes: Any) -> Any:
         """A copy with fields changed; ``shape=`` resizes (``chunk_grid.with_shape``: regular
         grids keep their chunk shape, rectilinear ones extend their last edge), ``dtype=``
@@ -409,13 +417,6 @@ class ArrayMetadataV3(_ArrayBase):
         object.__setattr__(self, "dimension_names", _dimension_names(self.dimension_names, self.ndim, "dimension_names"))
         if self.fill_value is None:
             raise MetadataError(f"{_where(self.path, 'zarr.json')}: fill_value may not be null in v3")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ArrayMetadataV3):
-            return NotImplemented
-        return self.to_json() == other.to_json()
-
-    __hash__ = None  # type: ignore[assignment]
 
     # --- derived ---------------------------------------------------------------------------------
 
@@ -597,13 +598,6 @@ class ArrayMetadataV2(_ArrayBase):
             object.__setattr__(self, "compressor", _v2_codec_json(self.compressor, "compressor"))
         # Validates the separator.
         ChunkKeyEncoding.from_dimension_separator(self.dimension_separator)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ArrayMetadataV2):
-            return NotImplemented
-        return self.documents() == other.documents()
-
-    __hash__ = None  # type: ignore[assignment]
 
     @property
     def chunks(self) -> tuple[int, ...]:
